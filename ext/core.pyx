@@ -1,0 +1,28 @@
+# cython: language_level=3
+"""sipfast._core: the compiled SIP message core.
+
+This root module includes the other sources of ext/ (one extension, many
+files).  Layers, innermost first:
+
+* scan.pxi     character classes, header ids, error codes
+* fields.pxi   C parsers for URI, name-addr, Via and parameter lists
+* message.pxi  the message parser (start line, header table, framing) and
+               the Python view classes over it
+* edit.pxi     one-pass editor ("lumps") and response builder
+
+Nothing here knows about sockets or asyncio.  The C functions work on
+(pointer, offset, length) and report failures as a perr_t; one mapper turns
+a perr_t into a SipError for Python.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memchr, memcmp, memcpy, memset
+
+include "scan.pxi"
+include "fields.pxi"
+include "message.pxi"
+include "edit.pxi"

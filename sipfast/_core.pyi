@@ -1,0 +1,328 @@
+"""Type stub for the compiled SIP message core (built from ext/core.pyx).
+
+Everything here is implemented in Cython; this file only tells type checkers
+what the extension exposes.  Text values are ``str`` (decoded as UTF-8 with
+``surrogateescape`` so that no byte is lost); offsets are byte offsets into
+the buffer that was parsed.
+"""
+
+from collections.abc import Iterable
+
+DEFAULT_MAX_SIZE: int
+"""Largest message accepted by :func:`parse` unless told otherwise (65535)."""
+DEFAULT_MAX_HEADERS: int
+"""Most header lines accepted (128)."""
+DEFAULT_MAX_LINE: int
+"""Longest start or header line accepted, in bytes (8192)."""
+
+class SipError(ValueError):
+    """A message that cannot be parsed or a field that is malformed.
+
+    ``status`` and ``reason`` are the SIP answer a server gives to a request
+    that fails this way (400 with the reason, 505 for a bad SIP version,
+    513 for a message over the size limits, 413 for a body over them).
+    ``offset`` is the byte offset of the offending byte, or -1 when unknown.
+    ``is_response`` is True when the bad message looked like a response;
+    callers drop such messages and never answer them.
+    """
+
+    status: int
+    reason: str
+    offset: int
+    is_response: bool
+    def __init__(
+        self, status: int, reason: str, offset: int = -1, is_response: bool = False
+    ) -> None: ...
+
+class URI:
+    """A parsed URI.  sip/sips URIs are split into parts; any other scheme
+    (tel, http, urn, ...) is kept as opaque text with only ``scheme`` set.
+
+    ``user``, ``password``, parameter names and values and header names and
+    values have their %-escapes decoded exactly once; ``host`` is returned as
+    written (IPv6 references keep their brackets, RFC 5118)."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def scheme(self) -> str:
+        """Lower-cased scheme, e.g. ``"sip"``."""
+    @property
+    def is_sip(self) -> bool:
+        """True for sip: and sips: URIs."""
+    @property
+    def user(self) -> str | None: ...
+    @property
+    def password(self) -> str | None: ...
+    @property
+    def host(self) -> str | None: ...
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def params(self) -> dict[str, str | None]:
+        """uri-parameters; names lower-cased, a flag parameter maps to None."""
+    def param(self, name: str) -> str | None:
+        """One uri-parameter by (case-insensitive) name; '' for a flag."""
+    @property
+    def headers(self) -> dict[str, str]: ...
+    def __str__(self) -> str: ...
+
+class NameAddr:
+    """From, To, Contact, Route, Record-Route: ``[display] <uri>;params``."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def display(self) -> str | None:
+        """Display name, quotes removed and quoted-pairs resolved."""
+    @property
+    def uri(self) -> URI: ...
+    @property
+    def params(self) -> dict[str, str | None]:
+        """Header parameters (not the URI's); names lower-cased."""
+    def param(self, name: str) -> str | None: ...
+    @property
+    def tag(self) -> str | None: ...
+    def __str__(self) -> str: ...
+
+class Via:
+    """One Via value (RFC 3261 §20.42, RFC 3581 rport)."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def protocol(self) -> str:
+        """``"SIP/2.0"``."""
+    @property
+    def transport(self) -> str:
+        """Upper-cased transport, e.g. ``"UDP"``."""
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def branch(self) -> str | None: ...
+    @property
+    def received(self) -> str | None: ...
+    @property
+    def has_rport(self) -> bool: ...
+    @property
+    def rport(self) -> int | None:
+        """The rport value; None when absent or empty (a request's ``;rport``)."""
+    @property
+    def maddr(self) -> str | None: ...
+    @property
+    def ttl(self) -> int | None: ...
+    @property
+    def params(self) -> dict[str, str | None]: ...
+    def param(self, name: str) -> str | None: ...
+    def __str__(self) -> str: ...
+
+class Message:
+    """A parsed SIP request or response.  Holds a reference to the buffer
+    it was parsed from; nothing is copied until a field is read."""
+
+    @property
+    def is_request(self) -> bool: ...
+    @property
+    def method(self) -> str:
+        """Request method; for a response, the method of its CSeq."""
+    @property
+    def uri_text(self) -> str:
+        """Request-URI as written ('' for a response)."""
+    @property
+    def uri(self) -> URI | None:
+        """Parsed Request-URI (None for a response)."""
+    @property
+    def version(self) -> str: ...
+    @property
+    def status(self) -> int:
+        """Status code of a response; 0 for a request."""
+    @property
+    def reason(self) -> str:
+        """Reason phrase of a response (may be empty); '' for a request."""
+    # -- headers ------------------------------------------------------------
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """First value of header ``name`` (any case, long or compact form),
+        line folding replaced by one space; for headers that may carry a
+        comma-separated list, the first element of the list."""
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name`` in order, over repeated lines; list-valued
+        headers (Via, Route, Contact, Allow, ...) are split on commas outside
+        quotes and angle brackets."""
+    def __contains__(self, name: object) -> bool: ...
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """Every header line in order: (name as written, raw value)."""
+    @property
+    def header_count(self) -> int: ...
+    # -- structured access ----------------------------------------------------
+    @property
+    def via(self) -> Via:
+        """Top Via."""
+    @property
+    def vias(self) -> list[Via]: ...
+    @property
+    def branch(self) -> str | None:
+        """Branch of the top Via."""
+    @property
+    def from_(self) -> NameAddr: ...
+    @property
+    def to(self) -> NameAddr: ...
+    @property
+    def from_tag(self) -> str | None: ...
+    @property
+    def to_tag(self) -> str | None: ...
+    @property
+    def call_id(self) -> str: ...
+    @property
+    def cseq(self) -> int: ...
+    @property
+    def cseq_method(self) -> str: ...
+    @property
+    def max_forwards(self) -> int | None: ...
+    @property
+    def contact(self) -> NameAddr | None:
+        """First Contact, None when absent or ``*``."""
+    @property
+    def contacts(self) -> list[NameAddr]: ...
+    @property
+    def contact_star(self) -> bool:
+        """True for ``Contact: *`` (REGISTER removing all bindings)."""
+    @property
+    def route(self) -> NameAddr | None:
+        """Top Route, None when absent."""
+    @property
+    def routes(self) -> list[NameAddr]: ...
+    @property
+    def record_routes(self) -> list[NameAddr]: ...
+    @property
+    def content_length(self) -> int:
+        """Declared Content-Length, or the body length when absent."""
+    @property
+    def content_type(self) -> str | None: ...
+    @property
+    def expires(self) -> int | None:
+        """Expires delta-seconds, capped at 2**32-1 (RFC 3261 §20.19)."""
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def body_offset(self) -> int: ...
+    @property
+    def size(self) -> int:
+        """Bytes taken by this message in the buffer (headers + body)."""
+    def raw(self) -> bytes:
+        """The message bytes (a copy of ``size`` bytes)."""
+    def validate(self) -> None:
+        """Parse every structured field a proxy uses (R-URI, all Via, From,
+        To, Contact, Route, Record-Route, Expires); raise :class:`SipError`
+        on the first malformed one."""
+    def to_dict(self) -> dict[str, object]:
+        """Everything parsed, as JSON-ready Python data."""
+    def edit(self) -> Editor:
+        """Start a set of edits to be applied in one pass by
+        :meth:`Editor.build`."""
+
+class Editor:
+    """Edits collected against a :class:`Message`, applied in one pass into a
+    new buffer; bytes no edit touches are copied unchanged.  Every text
+    argument is refused (ValueError) if it holds CR, LF or NUL."""
+
+    def __init__(self, msg: Message) -> None: ...
+    def push_via(
+        self,
+        sent_by: str,
+        transport: str = "UDP",
+        branch: str | None = None,
+        rport: bool = False,
+        params: str = "",
+    ) -> str:
+        """Insert a new top Via line; returns its branch (a fresh
+        ``z9hG4bK`` branch when ``branch`` is None)."""
+    def pop_via(self) -> None:
+        """Remove the top Via value (its whole line if it was alone).  Once
+        per editor; edits that touch the same bytes make build() raise
+        ValueError("overlapping edits")."""
+    def set_received(self, received: str | None, rport: int | None = None) -> None:
+        """Set ``received`` and fill ``rport`` on the top Via (RFC 3581 §4:
+        rport is filled only when the Via carries an ``rport`` parameter)."""
+    def decrement_max_forwards(self) -> int:
+        """Max-Forwards minus one (added as 70 when absent, RFC 3261 §16.6
+        step 3); returns the new value.  Raises SipError(483) when it is
+        already 0.  Once per editor."""
+    def pop_route(self) -> None:
+        """Remove the top Route value."""
+    def add_record_route(self, uri: str, lr: bool = True) -> None:
+        """Add ``Record-Route: <uri;lr>`` above any existing Record-Route."""
+    def set_uri(self, uri: str) -> None:
+        """Replace the Request-URI."""
+    def add_header(self, name: str, value: str, top: bool = False) -> None:
+        """Add a header line (after the last header, or before the first
+        header line when ``top``)."""
+    def set_header(self, name: str, value: str) -> None:
+        """Replace every line of ``name`` by one line with ``value``."""
+    def remove_header(self, name: str) -> None:
+        """Remove every line of ``name``."""
+    def set_body(self, body: bytes, content_type: str | None = None) -> None:
+        """Replace the body; Content-Length is fixed (and Content-Type set
+        when given)."""
+    def build(self) -> bytes:
+        """Apply the edits in one pass and return the new message."""
+
+def parse(
+    data: bytes | bytearray | memoryview,
+    *,
+    stream: bool = False,
+    max_size: int = ...,
+    max_headers: int = ...,
+    max_line: int = ...,
+) -> Message:
+    """Parse one SIP message from ``data`` without copying it.
+
+    Datagram framing (the default): the body is what follows the headers,
+    cut to Content-Length when that is shorter; a body shorter than
+    Content-Length is an error.  With ``stream=True`` the message is framed
+    by Content-Length (0 when absent) and trailing bytes are left alone
+    (see :attr:`Message.size`).  Raises :class:`SipError`."""
+
+def frame(data: bytes | bytearray | memoryview, *, max_size: int = ...) -> int:
+    """Stream framing: the length of the first complete message in ``data``
+    (leading CRLF keep-alives included), or 0 if more bytes are needed.
+    Raises :class:`SipError` when the headers exceed ``max_size`` or the
+    Content-Length is malformed."""
+
+def make_response(
+    request: Message,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+    copy_record_route: bool = False,
+) -> bytes:
+    """Build a response to ``request`` (RFC 3261 §8.2.6): Via lines, From,
+    To (with ``to_tag`` added if it has none and status > 100), Call-ID,
+    CSeq and, for 100, Timestamp copied; Record-Route lines too when
+    ``copy_record_route`` (§12.1.1); ``headers`` appended; Content-Length
+    set."""
+
+def error_response(data: bytes | bytearray | memoryview, exc: SipError) -> bytes | None:
+    """The answer to a request that failed to parse: status and reason from
+    ``exc``, with the Via, From, To (tag added if missing), Call-ID and
+    CSeq lines found in the raw bytes.  None when the message looked like a
+    response or has no Via line to send the answer along."""
+
+def parse_uri(text: str | bytes) -> URI:
+    """Parse a standalone URI; raises :class:`SipError`."""
+
+def parse_name_addr(text: str | bytes) -> NameAddr:
+    """Parse a standalone name-addr or addr-spec with header params."""
+
+def new_branch() -> str:
+    """A fresh RFC 3261 branch (``z9hG4bK`` + 16 hex digits, unique in this
+    process and random across processes)."""
+
+def reason_phrase(status: int) -> str:
+    """The default reason phrase for a status code ('' when unknown)."""

@@ -1,0 +1,96 @@
+"""The `sipfast` command line.
+
+Subcommands today: ``parse FILE`` (print a parsed SIP message as JSON, or the
+SIP error it would be answered with) and ``demo``.  Later roles add
+``proxy``, ``lb`` and ``gateway``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+import sipfast
+
+
+def _read(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    """Parse one message; JSON on stdout, exit 1 with the SIP error."""
+    try:
+        data = _read(args.file)
+    except OSError as exc:
+        print(f"sipfast parse: {exc}", file=sys.stderr)
+        return 2
+    if args.crlf:
+        data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    try:
+        msg = sipfast.parse(
+            data,
+            stream=args.stream,
+            max_size=args.max_size,
+            max_headers=args.max_headers,
+            max_line=args.max_line,
+        )
+        msg.validate()
+        out = msg.to_dict()
+        code = 0
+    except sipfast.SipError as exc:
+        out = {
+            "error": {
+                "status": exc.status,
+                "reason": exc.reason,
+                "offset": exc.offset,
+                "is_response": exc.is_response,
+            }
+        }
+        code = 1
+    json.dump(out, sys.stdout, indent=2 if args.pretty else None, ensure_ascii=False)
+    sys.stdout.write("\n")
+    return code
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Show what sipfast does today (see sipfast.ops.demo)."""
+    from sipfast.ops import demo
+
+    return demo.run(seconds=args.seconds)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `sipfast` command."""
+    p = argparse.ArgumentParser(prog="sipfast", description="SIP router for VoIP carriers")
+    p.add_argument("--version", action="version", version=f"sipfast {sipfast.__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    pp = sub.add_parser("parse", help="parse a SIP message file and print it as JSON")
+    pp.add_argument("file", help="message file, or - for standard input")
+    pp.add_argument("--stream", action="store_true", help="frame by Content-Length (TCP)")
+    pp.add_argument("--crlf", action="store_true", help="turn bare LF line ends into CRLF first")
+    pp.add_argument("--pretty", action="store_true", help="indent the JSON")
+    pp.add_argument("--max-size", type=int, default=sipfast.DEFAULT_MAX_SIZE, metavar="BYTES")
+    pp.add_argument("--max-headers", type=int, default=sipfast.DEFAULT_MAX_HEADERS, metavar="N")
+    pp.add_argument("--max-line", type=int, default=sipfast.DEFAULT_MAX_LINE, metavar="BYTES")
+    pp.set_defaults(func=cmd_parse)
+
+    pd = sub.add_parser("demo", help="run the demo (today: the message core at work)")
+    pd.add_argument("--seconds", type=float, default=1.0, help="length of the speed check")
+    pd.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `sipfast` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

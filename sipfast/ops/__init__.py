@@ -1,0 +1,1 @@
+"""Operations: command line, configuration, control commands."""

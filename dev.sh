@@ -4,6 +4,7 @@
 #   ./dev.sh demo    set up, then run sipfast's main job (see README)
 #   ./dev.sh test    set up, then run the whole test suite
 #   ./dev.sh bench   set up, then run the benchmarks in bench/
+#   ./dev.sh annotate  write Cython's annotated HTML (cython -a) to build/annotate/
 #   ./dev.sh setup   only set up
 #
 # Set-up is idempotent: Debian packages (apt), a virtualenv in .venv with the
@@ -102,5 +103,13 @@ case "$cmd" in
         [ $rc -eq 5 ] && die "pytest collected no tests"
         exit $rc ;;
     bench) setup; exec "$VENV/bin/python" -m pytest -c "$ROOT/pyproject.toml" --rootdir "$ROOT" -p no:cacheprovider bench "$@" ;;
-    *) sed -n '2,11p' "$0" >&2; exit 2 ;;
+    annotate)
+        setup
+        rm -rf build/annotate && mkdir -p build/annotate
+        SIPFAST_ANNOTATE=1 "$VENV/bin/python" setup.py -q build_ext --force \
+            --build-temp build/tmp-annotate --build-lib build/tmp-annotate >/dev/null
+        mv ext/*.html build/annotate/ 2>/dev/null || true
+        rm -f ext/core.c sipfast/_core*.so
+        log "annotated sources: build/annotate/*.html (yellow lines touch Python objects)" ;;
+    *) sed -n '2,12p' "$0" >&2; exit 2 ;;
 esac

@@ -8,10 +8,12 @@ import os as _os
 # ---------------------------------------------------------------------------
 # A growable C byte buffer.
 
+
 ctypedef struct outbuf_t:
     char* p
     Py_ssize_t n
     Py_ssize_t cap
+
 
 cdef int out_reserve(outbuf_t* o, Py_ssize_t extra) except -1:
     cdef Py_ssize_t cap
@@ -26,12 +28,14 @@ cdef int out_reserve(outbuf_t* o, Py_ssize_t extra) except -1:
     o.cap = cap
     return 0
 
+
 cdef inline int out_put(outbuf_t* o, const char* s, Py_ssize_t n) except -1:
     if o.n + n > o.cap:
         out_reserve(o, n)
     memcpy(o.p + o.n, s, n)
     o.n += n
     return 0
+
 
 cdef inline int out_int(outbuf_t* o, int64_t v) except -1:
     cdef char tmp[24]
@@ -46,6 +50,7 @@ cdef inline int out_int(outbuf_t* o, int64_t v) except -1:
         if v == 0:
             break
     return out_put(o, tmp + i, 24 - i)
+
 
 cdef const char* arg_text(object value, Py_ssize_t* n, const char* what) except NULL:
     """UTF-8 pointer of a str/bytes argument, refusing CR, LF and NUL."""
@@ -63,10 +68,12 @@ cdef const char* arg_text(object value, Py_ssize_t* n, const char* what) except 
             raise ValueError(f"{what.decode()} must not contain CR, LF or NUL")
     return s
 
+
 cdef inline int out_arg(outbuf_t* o, object value, const char* what) except -1:
     cdef Py_ssize_t n
     cdef const char* s = arg_text(value, &n, what)
     return out_put(o, s, n)
+
 
 cdef int out_token(outbuf_t* o, object value, const char* what) except -1:
     """A header name or transport: must be a non-empty token."""
@@ -84,13 +91,16 @@ cdef int out_token(outbuf_t* o, object value, const char* what) except -1:
 # in this process (a counter through a bijective mixer) and random across
 # processes (a salt from the OS).
 
+
 cdef uint64_t _branch_counter = 0
 cdef uint64_t _branch_salt = int.from_bytes(_os.urandom(8), "little")
+
 
 cdef inline uint64_t mix64(uint64_t z) noexcept nogil:
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL
     return z ^ (z >> 31)
+
 
 cdef int out_branch(outbuf_t* o) except -1:
     global _branch_counter
@@ -103,6 +113,7 @@ cdef int out_branch(outbuf_t* o) except -1:
     for i in range(16):
         tmp[7 + i] = b"0123456789abcdef"[(v >> (60 - 4 * i)) & 15]
     return out_put(o, tmp, 23)
+
 
 def new_branch():
     """A fresh RFC 3261 branch: z9hG4bK + 16 hex digits."""
@@ -118,6 +129,7 @@ def new_branch():
 # ---------------------------------------------------------------------------
 # The editor.
 
+
 ctypedef struct lump_t:
     int32_t start       # replaced range of the original message
     int32_t end
@@ -125,8 +137,10 @@ ctypedef struct lump_t:
     int32_t data_len
     int32_t seq
 
+
 cdef enum:
     INLINE_LUMPS = 12
+
 
 @cython.final
 @cython.freelist(16)
@@ -418,6 +432,7 @@ cdef class Editor:
 # ---------------------------------------------------------------------------
 # Responses.
 
+
 _REASON_PHRASES = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
     183: "Session Progress", 199: "Early Dialog Terminated",
@@ -448,13 +463,16 @@ _REASON_PHRASES = {
     606: "Not Acceptable", 607: "Unwanted", 608: "Rejected",
 }
 
+
 def reason_phrase(int status):
     """The default reason phrase for a status code ('' when unknown)."""
     return _REASON_PHRASES.get(status, "")
 
+
 cdef inline int out_line(outbuf_t* o, Message m, int i) except -1:
     cdef hdr_t* h = &m.hdrs[i]
     return out_put(o, <const char*>m.b + h.name_off, h.line_end - h.name_off)
+
 
 def make_response(Message request, int status, reason=None, *, to_tag=None, headers=(),
                   body=b"", content_type=None, bint copy_record_route=False):

@@ -69,7 +69,7 @@ cdef int parse_host_port(const uint8_t* b, Py_ssize_t* pos, Py_ssize_t end,
     return 0
 
 cdef int scan_uri(const uint8_t* b, Py_ssize_t start, Py_ssize_t end, uri_t* u,
-                   perr_t* err, int hid) noexcept nogil:
+                  perr_t* err, int hid) noexcept nogil:
     """Parse a URI filling exactly [start, end).  hid names the header it
     came from for error reasons (0: the Request-URI)."""
     cdef Py_ssize_t p = start, q, at
@@ -198,7 +198,7 @@ cdef int next_param(const uint8_t* b, Py_ssize_t* pos, Py_ssize_t end,
     return 1
 
 cdef int scan_naddr(const uint8_t* b, Py_ssize_t start, Py_ssize_t end, naddr_t* na,
-                     perr_t* err, int hid) noexcept nogil:
+                    perr_t* err, int hid) noexcept nogil:
     """name-addr or addr-spec with header params (From, To, Contact, Route,
     Record-Route): RFC 3261 §20.10, §25.1."""
     cdef Py_ssize_t p, q, uend, ustart
@@ -263,7 +263,7 @@ cdef int scan_naddr(const uint8_t* b, Py_ssize_t start, Py_ssize_t end, naddr_t*
     return 0
 
 cdef int scan_via(const uint8_t* b, Py_ssize_t start, Py_ssize_t end, via_t* v,
-                   perr_t* err) noexcept nogil:
+                  perr_t* err) noexcept nogil:
     """One Via value: sent-protocol LWS sent-by *(SEMI via-params)
     (RFC 3261 §20.42, RFC 3581 rport)."""
     cdef Py_ssize_t p, q, pstart
@@ -647,7 +647,8 @@ cdef Via make_via(object owner, const uint8_t* b, via_t* v):
 
 def parse_uri(text):
     """Parse a URI from str or bytes; raises SipError when malformed."""
-    cdef bytes data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else bytes(text)
+    cdef bytes data = (text.encode("utf-8", "surrogateescape") if isinstance(text, str)
+                       else bytes(text))
     cdef uri_t u
     cdef perr_t err
     cdef const uint8_t* b = <const uint8_t*>PyBytes_AS_STRING(data)
@@ -658,7 +659,8 @@ def parse_uri(text):
 
 def parse_name_addr(text):
     """Parse a name-addr / addr-spec with params; raises SipError."""
-    cdef bytes data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else bytes(text)
+    cdef bytes data = (text.encode("utf-8", "surrogateescape") if isinstance(text, str)
+                       else bytes(text))
     cdef naddr_t na
     cdef perr_t err
     cdef const uint8_t* b = <const uint8_t*>PyBytes_AS_STRING(data)

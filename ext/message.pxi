@@ -89,7 +89,7 @@ cdef class Message:
 
     # -- parsing -------------------------------------------------------------
 
-    cdef int _grow(self) noexcept:
+    cdef int _grow(self) noexcept nogil:
         cdef hdr_t* nh
         cdef int ncap = self.cap * 2
         if self.hdrs == self.inline_hdrs:
@@ -104,7 +104,7 @@ cdef class Message:
         self.cap = ncap
         return 0
 
-    cdef int _start_line(self, Py_ssize_t p, Py_ssize_t lend, perr_t* err) noexcept:
+    cdef int _start_line(self, Py_ssize_t p, Py_ssize_t lend, perr_t* err) noexcept nogil:
         cdef const uint8_t* b = self.b
         cdef Py_ssize_t q, r
         cdef int64_t code
@@ -167,7 +167,7 @@ cdef class Message:
         return 0
 
     cdef int _parse(self, perr_t* err, bint stream, Py_ssize_t max_size, int max_headers,
-                    Py_ssize_t max_line) noexcept:
+                    Py_ssize_t max_line) noexcept nogil:
         cdef const uint8_t* b = self.b
         cdef Py_ssize_t n = self.buflen, p = 0, q, r, nl, line_end, vstart, vend
         cdef const uint8_t* f
@@ -261,7 +261,7 @@ cdef class Message:
             self.nhdr += 1
             p = line_end
         # Mandatory headers (§8.1.1) and their scalar values.
-        for hid in (H_VIA, H_FROM, H_TO, H_CALL_ID, H_CSEQ):
+        for hid in range(H_VIA, H_CSEQ + 1):     # Via, From, To, Call-ID, CSeq
             if self.first[hid] < 0:
                 return fail(err, 400, E_MISSING, self.hdr_end, hid)
         h = &self.hdrs[self.first[H_CALL_ID]]
@@ -431,7 +431,7 @@ cdef class Message:
         cdef perr_t err
         if not self.have_ruri:
             if scan_uri(self.b, self.sl_uri.off, self.sl_uri.off + self.sl_uri.len,
-                         &self.ruri, &err, 0) < 0:
+                        &self.ruri, &err, 0) < 0:
                 raise sip_error(&err)
             self.have_ruri = 1
         return 0
@@ -746,7 +746,7 @@ def frame(data, *, Py_ssize_t max_size=DEFAULT_MAX_SIZE):
     or LF, the run of CR/LF bytes (a keep-alive, RFC 5626 §3.5.1)."""
     cdef Py_buffer view
     cdef const uint8_t* b
-    cdef Py_ssize_t n, p = 0, q, r, hend = -1, body = -1, ln
+    cdef Py_ssize_t n, p = 0, q, r, body = -1, ln, lim
     cdef int64_t cl = 0, v
     cdef const uint8_t* f
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
@@ -759,7 +759,8 @@ def frame(data, *, Py_ssize_t max_size=DEFAULT_MAX_SIZE):
             return p
         # Find the blank line that ends the headers, reading each line once.
         while True:
-            f = <const uint8_t*>memchr(b + p, 10, min(n, max_size) - p) if p < min(n, max_size) else NULL
+            lim = min(n, max_size)
+            f = <const uint8_t*>memchr(b + p, 10, lim - p) if p < lim else NULL
             if f == NULL:
                 if n >= max_size:
                     raise SipError(513, "Message too large", max_size)

@@ -356,7 +356,8 @@ cdef inline Py_ssize_t skip_quoted(const uint8_t* b, Py_ssize_t p, Py_ssize_t en
         p += 1
     return -1
 
-cdef inline Py_ssize_t list_element_end(const uint8_t* b, Py_ssize_t p, Py_ssize_t end) noexcept nogil:
+cdef inline Py_ssize_t list_element_end(const uint8_t* b, Py_ssize_t p,
+                                        Py_ssize_t end) noexcept nogil:
     """End of one comma-separated element starting at p: the offset of the
     comma (or end) outside quotes and angle brackets; -1 if a quote or
     bracket is unterminated."""

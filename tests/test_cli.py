@@ -1,0 +1,106 @@
+"""The `sipfast` console script, run as a newcomer would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import sipfast
+
+SIPFAST = Path(sys.executable).with_name("sipfast")
+
+GOOD = (
+    b"OPTIONS sip:carol@chicago.example.com SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP [2001:db8::9]:5070;branch=z9hG4bKhjhs8ass877;rport\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"To: <sip:carol@chicago.example.com>\r\n"
+    b'From: "Alice \\"A\\"" <sip:alice@atlanta.example.com>;tag=1928301774\r\n'
+    b"Call-ID: a84b4c76e66710\r\n"
+    b"CSeq: 63104 OPTIONS\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
+def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [str(SIPFAST), *args], input=stdin, capture_output=True, timeout=60, check=False
+    )
+
+
+def test_console_script_is_installed_beside_the_interpreter() -> None:
+    assert SIPFAST.exists(), f"{SIPFAST} missing: the package is not installed"
+
+
+def test_version() -> None:
+    res = run("--version")
+    assert res.returncode == 0
+    assert res.stdout.decode().strip() == f"sipfast {sipfast.__version__}"
+
+
+def test_parse_prints_json(tmp_path: Path) -> None:
+    f = tmp_path / "options.sip"
+    f.write_bytes(GOOD)
+    res = run("parse", str(f))
+    assert res.returncode == 0, res.stderr
+    d = json.loads(res.stdout)
+    assert d["type"] == "request"
+    assert d["method"] == "OPTIONS"
+    assert d["uri"]["user"] == "carol"
+    assert d["via"][0]["host"] == "[2001:db8::9]"
+    assert d["via"][0]["port"] == 5070
+    assert d["via"][0]["rport"] is True
+    assert d["from"]["display"] == 'Alice "A"'
+    assert d["from"]["params"] == {"tag": "1928301774"}
+    assert d["cseq"] == {"seq": 63104, "method": "OPTIONS"}
+
+
+def test_parse_stdin_with_bare_lf() -> None:
+    res = run("parse", "--crlf", "-", stdin=GOOD.replace(b"\r\n", b"\n"))
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["call_id"] == "a84b4c76e66710"
+
+
+def test_parse_error_gives_the_sip_answer(tmp_path: Path) -> None:
+    f = tmp_path / "bad.sip"
+    bad = GOOD.replace(b"CSeq: 63104 OPTIONS", b"CSeq: 63104 INVITE")
+    f.write_bytes(bad)
+    res = run("parse", str(f))
+    assert res.returncode == 1
+    err = json.loads(res.stdout)["error"]
+    assert err["status"] == 400
+    assert err["reason"] == "CSeq method does not match request method"
+    assert bad[err["offset"] :].startswith(b"INVITE")
+
+
+def test_parse_bad_version_is_505(tmp_path: Path) -> None:
+    f = tmp_path / "v.sip"
+    f.write_bytes(GOOD.replace(b"SIP/2.0\r\n", b"SIP/7.0\r\n", 1))
+    res = run("parse", str(f))
+    assert res.returncode == 1
+    assert json.loads(res.stdout)["error"]["status"] == 505
+
+
+def test_parse_missing_file() -> None:
+    res = run("parse", os.devnull + "-does-not-exist")
+    assert res.returncode == 2
+    assert b"No such file" in res.stderr
+
+
+def test_bad_flag_is_a_usage_error() -> None:
+    res = run("parse", "--max-size", "lots", "-")
+    assert res.returncode == 2
+    assert b"invalid int value" in res.stderr
+
+
+def test_demo_runs_the_core() -> None:
+    res = run("demo", "--seconds", "0.05")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.decode()
+    assert "SIP/2.0 100 Trying" in out
+    assert "Max-Forwards: 69" in out
+    assert "Record-Route: <sip:192.0.2.10:5060;lr>" in out
+    assert "SIP/2.0 400 CSeq method does not match request method" in out
+    assert "messages/s" in out

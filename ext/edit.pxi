@@ -246,6 +246,15 @@ cdef class Editor:
         cdef Py_ssize_t start, tend
         m._need_via()
         tend = m.top_via.text.off + m.top_via.text.len
+        # rport first: when ;rport ends the Via both edits land on its end.
+        if rport is not None and m.top_via.rport.off >= 0:
+            if not 0 < rport < 65536:
+                raise ValueError("rport must be a port number")
+            start = self.arena.n
+            if m.top_via.rport.len == 0:
+                out_put(&self.arena, "=", 1)
+            out_int(&self.arena, rport)
+            self._lump(m.top_via.rport.off, m.top_via.rport.off + m.top_via.rport.len, start)
         if received is not None:
             start = self.arena.n
             if m.top_via.received.off >= 0:
@@ -256,14 +265,6 @@ cdef class Editor:
                 out_put(&self.arena, ";received=", 10)
                 out_arg(&self.arena, received, "received")
                 self._lump(tend, tend, start)
-        if rport is not None and m.top_via.rport.off >= 0:
-            if not 0 < rport < 65536:
-                raise ValueError("rport must be a port number")
-            start = self.arena.n
-            if m.top_via.rport.len == 0:
-                out_put(&self.arena, "=", 1)
-            out_int(&self.arena, rport)
-            self._lump(m.top_via.rport.off, m.top_via.rport.off + m.top_via.rport.len, start)
 
     def decrement_max_forwards(self):
         """Max-Forwards minus one; added as 70 when absent (§16.6 step 3).
@@ -341,7 +342,7 @@ cdef class Editor:
         cdef Message m = self.m
         self._header_line(name, value, m.hdrs[0].name_off if top else m.hdr_end)
 
-    cdef int _remove_all(self, object name) except -1:
+    cdef int _remove_all(self, object name) except -2:
         """Remove every line of `name`; the index of the first or -1."""
         cdef Message m = self.m
         cdef int hid, i, first

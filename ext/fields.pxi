@@ -269,6 +269,7 @@ cdef int scan_via(const uint8_t* b, Py_ssize_t start, Py_ssize_t end, via_t* v,
     cdef Py_ssize_t p, q, pstart
     cdef span_t name, value
     cdef int r
+    cdef int64_t num
     p = skip_lws(b, start, end)
     end = rtrim_lws(b, p, end)
     span_set(&v.text, p, end)
@@ -323,10 +324,18 @@ cdef int scan_via(const uint8_t* b, Py_ssize_t start, Py_ssize_t end, via_t* v,
             if value.off < 0:
                 span_set(&v.rport, name.off + 5, name.off + 5)
             else:
+                # RFC 3581 §3: response-port = "rport" [EQUAL 1*DIGIT]
+                if parse_uint(b, value.off, value.off + value.len, 65535, &num) < 0 \
+                        or num > 65535:
+                    return fail(err, 400, E_MALFORMED, value.off, H_VIA)
                 v.rport = value
         elif span_ieq(b, name, "maddr", 5):
             v.maddr = value
         elif span_ieq(b, name, "ttl", 3):
+            # §25.1: via-ttl = "ttl" EQUAL ttl, ttl = 1*3DIGIT ; 0 to 255
+            if value.off < 0 or value.len > 3 or parse_uint(
+                    b, value.off, value.off + value.len, 255, &num) < 0 or num > 255:
+                return fail(err, 400, E_MALFORMED, name.off, H_VIA)
             v.ttl = value
     return 0
 
@@ -367,6 +376,10 @@ cdef object unquote(const uint8_t* b, span_t s):
     while i < e:
         if b[i] == 92 and i + 1 < e:
             i += 1
+        elif b[i] == 13 or b[i] == 10:      # a line fold inside the quotes
+            i = skip_lws(b, i, e)
+            out.append(32)
+            continue
         out.append(b[i])
         i += 1
     return bytes(out).decode("utf-8", "surrogateescape")

@@ -241,6 +241,9 @@ cdef class Message:
                 line_end = f - b + 1
             vstart = skip_lws(b, r, line_end)
             vend = rtrim_lws(b, vstart, line_end)
+            r = find_ctl(b, vstart, vend)
+            if r >= 0:
+                return fail(err, 400, E_CONTROL, r)
             hid = header_id(b + p, q - p)
             if hid and self.first[hid] >= 0 and HFLAGS[hid] & HF_SINGLE:
                 return fail(err, 400, E_DUPLICATE, p, hid)
@@ -341,13 +344,15 @@ cdef class Message:
             return unfold(self.b, h.value_off, h.value_len)
         return decode(self.b, h.value_off, h.value_len)
 
-    cdef list _elements(self, int hid, bytes name):
+    cdef list _elements(self, int hid, bytes name, bint strict=False):
         """(start, end) offsets of every element of a header, over repeated
-        lines, split on commas for list headers."""
+        lines, split on commas for list headers.  Empty elements (an empty
+        Allow:, or 'a, ,b') are skipped, or a SipError when strict (for the
+        structured headers, whose grammar has no empty element)."""
         cdef list out = []
         cdef int i = self._find(name, hid, 0)
         cdef hdr_t* h
-        cdef Py_ssize_t p, e, end
+        cdef Py_ssize_t p, e, end, s
         while i >= 0:
             h = &self.hdrs[i]
             p = h.value_off
@@ -355,10 +360,13 @@ cdef class Message:
             if hid and HFLAGS[hid] & HF_LIST:
                 while True:
                     e = list_element_end(self.b, p, end)
-                    if e < 0:
+                    s = skip_lws(self.b, p, e) if e >= 0 else p
+                    if e < 0 or (strict and s >= e):
                         err_hid = hid
-                        raise SipError(400, f"Malformed {HEADER_NAMES[err_hid]} header", p)
-                    out.append((skip_lws(self.b, p, e), rtrim_lws(self.b, p, e)))
+                        raise SipError(400, f"Malformed {HEADER_NAMES[err_hid]} header", s,
+                                       not self.is_req)
+                    if s < e:
+                        out.append((s, rtrim_lws(self.b, s, e)))
                     if e >= end:
                         break
                     p = e + 1
@@ -368,7 +376,8 @@ cdef class Message:
         return out
 
     cdef inline bytes _key(self, object name, int* hid):
-        cdef bytes k = name.encode("latin-1") if isinstance(name, str) else bytes(name)
+        cdef bytes k = (name.encode("utf-8", "surrogateescape") if isinstance(name, str)
+                        else bytes(name))
         hid[0] = header_id(<const uint8_t*>PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k))
         return k
 
@@ -481,7 +490,7 @@ cdef class Message:
         cdef via_t v
         cdef perr_t err
         cdef list out = []
-        for s, e in self._elements(H_VIA, b"via"):
+        for s, e in self._elements(H_VIA, b"via", True):
             if scan_via(self.b, s, e, &v, &err) < 0:
                 raise sip_error(&err, not self.is_req)
             out.append(make_via(self, self.b, &v))
@@ -549,7 +558,7 @@ cdef class Message:
         cdef naddr_t na
         cdef perr_t err
         cdef list out = []
-        for s, e in self._elements(hid, name):
+        for s, e in self._elements(hid, name, True):
             if star_ok and e - s == 1 and self.b[s] == 42:
                 continue
             if scan_naddr(self.b, s, e, &na, &err, hid) < 0:
@@ -770,6 +779,12 @@ def frame(data, *, Py_ssize_t max_size=DEFAULT_MAX_SIZE):
             if ln == 0 and p > 0:
                 body = q + 1
                 break
+            # The whole header line, continuation lines (§7.3.1) included.
+            while q + 1 < lim and is_ws(b[q + 1]):
+                f = <const uint8_t*>memchr(b + q + 1, 10, lim - q - 1)
+                if f == NULL:
+                    break
+                q = f - b
             # Content-Length (or compact l) header?
             r = p
             while r < q and is_token(b[r]):
@@ -780,7 +795,7 @@ def frame(data, *, Py_ssize_t max_size=DEFAULT_MAX_SIZE):
                     r += 1
                 if r >= q or b[r] != 58:
                     raise SipError(400, "Malformed Content-Length header", r)
-                r = skip_lws(b, r + 1, q)
+                r = skip_lws(b, r + 1, q + 1)
                 if parse_uint(b, r, rtrim_lws(b, r, q + 1), 2147483647, &v) < 0:
                     raise SipError(400, "Malformed Content-Length header", r)
                 cl = v

@@ -255,6 +255,7 @@ cdef enum:
     E_CSEQ_METHOD
     E_ESCAPE
     E_MAX_FORWARDS_ZERO
+    E_CONTROL
 
 _REASONS = {
     E_EMPTY: "Empty message",
@@ -275,6 +276,7 @@ _REASONS = {
     E_CSEQ_METHOD: "CSeq method does not match request method",
     E_ESCAPE: "Bad %-escape in URI",
     E_MAX_FORWARDS_ZERO: "Too Many Hops",
+    E_CONTROL: "Control character in header value",
 }
 
 
@@ -377,6 +379,34 @@ cdef inline Py_ssize_t list_element_end(const uint8_t* b, Py_ssize_t p,
             return p
         p += 1
     return -1 if in_angle else end
+
+cdef inline Py_ssize_t find_ctl(const uint8_t* b, Py_ssize_t p, Py_ssize_t end) noexcept nogil:
+    """Offset of the first control character in [p, end) that is not HT or
+    part of a line fold (CRLF/LF + WSP), or -1.  RFC 3261 §25.1 TEXT-UTF8char
+    admits no other CTL in a header value; NUL and bare CR are what breaks
+    peers.  A CTL right after a backslash is a quoted-pair (§25.1, as in
+    RFC 4475 intmeth) and allowed.  Eight bytes at a time: a byte < 0x20
+    sets its top bit in (x - 0x20..20) & ~x."""
+    cdef uint64_t x
+    cdef Py_ssize_t start = p
+    while p < end:
+        if end - p >= 8:
+            memcpy(&x, b + p, 8)
+            if ((x - 0x2020202020202020ULL) & ~x & 0x8080808080808080ULL) == 0:
+                p += 8
+                continue
+        if b[p] < 32 and b[p] != 9:
+            if b[p] == 13 and p + 2 < end and b[p + 1] == 10 and is_ws(b[p + 2]):
+                p += 3
+                continue
+            if b[p] == 10 and p + 1 < end and is_ws(b[p + 1]):
+                p += 2
+                continue
+            if not (p > start and b[p - 1] == 92 and b[p] != 13 and b[p] != 10):
+                return p
+        p += 1
+    return -1
+
 
 cdef inline int parse_uint(const uint8_t* b, Py_ssize_t p, Py_ssize_t end,
                            int64_t limit, int64_t* out) noexcept nogil:

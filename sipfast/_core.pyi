@@ -286,8 +286,10 @@ def parse(
     (see :attr:`Message.size`).  Raises :class:`SipError`."""
 
 def frame(data: bytes | bytearray | memoryview, *, max_size: int = ...) -> int:
-    """Stream framing: the length of the first complete message in ``data``
-    (leading CRLF keep-alives included), or 0 if more bytes are needed.
+    """Stream framing: the length of the first unit in ``data``, or 0 if more
+    bytes are needed.  A unit is a whole message (headers and Content-Length
+    bytes of body) or, when ``data`` starts with CR or LF, the run of CR/LF
+    bytes: a keep-alive (RFC 5626 §3.5.1) that the caller answers or drops.
     Raises :class:`SipError` when the headers exceed ``max_size`` or the
     Content-Length is malformed."""
 

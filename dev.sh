@@ -96,13 +96,13 @@ case "$cmd" in
         log "tests"
         # Run from tests/ so the installed build, not the source tree, is imported.
         set +e
-        (cd tests && "$VENV/bin/python" -m pytest -c "$ROOT/pyproject.toml" --rootdir "$ROOT" -p no:cacheprovider "$@")
+        (cd tests && "$VENV/bin/python" -m pytest -c "$ROOT/tox.ini" --rootdir "$ROOT" -p no:cacheprovider "$@")
         rc=$?
         set -e
         # pytest exit 5 means no test was collected: that is a failure here.
         [ $rc -eq 5 ] && die "pytest collected no tests"
         exit $rc ;;
-    bench) setup; exec "$VENV/bin/python" -m pytest -c "$ROOT/pyproject.toml" --rootdir "$ROOT" -p no:cacheprovider bench "$@" ;;
+    bench) setup; exec "$VENV/bin/python" -m pytest -c "$ROOT/tox.ini" --rootdir "$ROOT" -p no:cacheprovider bench "$@" ;;
     annotate)
         setup
         rm -rf build/annotate && mkdir -p build/annotate

@@ -8,6 +8,7 @@ extension really comes from site-packages.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 
@@ -35,5 +36,9 @@ assert "site-packages" in _CORE.split(os.sep), (
 assert not _CORE.startswith(_ROOT + os.sep + "sipfast" + os.sep), _CORE
 
 
+with open(_CORE, "rb") as _f:
+    CORE_SHA256 = hashlib.sha256(_f.read()).hexdigest()
+
+
 def pytest_report_header(config):
-    return f"sipfast core: {_CORE}"
+    return f"sipfast core: {_CORE} (sha256 {CORE_SHA256[:16]})"

@@ -198,9 +198,10 @@ cdef int next_param(const uint8_t* b, Py_ssize_t* pos, Py_ssize_t end,
     return 1
 
 cdef int scan_naddr(const uint8_t* b, Py_ssize_t start, Py_ssize_t end, naddr_t* na,
-                    perr_t* err, int hid) noexcept nogil:
+                    perr_t* err, int hid, bint check_uri=True) noexcept nogil:
     """name-addr or addr-spec with header params (From, To, Contact, Route,
-    Record-Route): RFC 3261 §20.10, §25.1."""
+    Record-Route): RFC 3261 §20.10, §25.1.  Without check_uri the URI is only
+    delimited (scanned when first read: a proxy reading a tag needs no URI)."""
     cdef Py_ssize_t p, q, uend, ustart
     cdef span_t name, value
     cdef int r
@@ -245,8 +246,15 @@ cdef int scan_naddr(const uint8_t* b, Py_ssize_t start, Py_ssize_t end, naddr_t*
             q += 1
         uend = q
         p = q
-    if scan_uri(b, ustart, uend, &na.uri, err, hid) < 0:
-        return -1
+    if check_uri:
+        if scan_uri(b, ustart, uend, &na.uri, err, hid) < 0:
+            return -1
+        na.uri_done = 1
+    else:
+        if uend <= ustart:
+            return fail(err, 400, E_MALFORMED, ustart, hid)
+        span_set(&na.uri.text, ustart, uend)
+        na.uri_done = 0
     q = skip_lws(b, p, end)
     if q < end:
         span_set(&na.params, q, end)
@@ -427,6 +435,8 @@ cdef object find_header_param(const uint8_t* b, span_t params, str key):
 # Views.  Each holds the object that owns the buffer (a Message or a bytes
 # object) so the pointer stays valid for the view's life.
 
+@cython.final
+@cython.freelist(32)
 cdef class URI:
     """A parsed URI (sip/sips split into parts, other schemes opaque)."""
     cdef object owner
@@ -521,10 +531,13 @@ cdef URI make_uri(object owner, const uint8_t* b, uri_t* u):
     return o
 
 
+@cython.final
+@cython.freelist(32)
 cdef class NameAddr:
     """``[display] <uri>;params`` of From, To, Contact, Route, Record-Route."""
     cdef object owner
     cdef const uint8_t* b
+    cdef int hid
     cdef naddr_t na
 
     def __init__(self, *args, **kwargs):
@@ -544,6 +557,12 @@ cdef class NameAddr:
 
     @property
     def uri(self):
+        cdef perr_t err
+        if not self.na.uri_done:
+            if scan_uri(self.b, self.na.uri.text.off, self.na.uri.text.off + self.na.uri.text.len,
+                        &self.na.uri, &err, self.hid) < 0:
+                raise sip_error(&err)
+            self.na.uri_done = 1
         return make_uri(self.owner, self.b, &self.na.uri)
 
     @property
@@ -564,14 +583,17 @@ cdef class NameAddr:
     def __repr__(self):
         return f"<NameAddr {self.text!r}>"
 
-cdef NameAddr make_naddr(object owner, const uint8_t* b, naddr_t* na):
+cdef NameAddr make_naddr(object owner, const uint8_t* b, naddr_t* na, int hid=H_CONTACT):
     cdef NameAddr o = NameAddr.__new__(NameAddr)
     o.owner = owner
     o.b = b
+    o.hid = hid
     o.na = na[0]
     return o
 
 
+@cython.final
+@cython.freelist(16)
 cdef class Via:
     """One Via value (RFC 3261 §20.42; rport and received of RFC 3581)."""
     cdef object owner

@@ -1,8 +1,6 @@
 # The message parser: start line, header table and framing (RFC 3261 §7,
 # §18.3, §20; RFC 5118), and the Message view over a parsed buffer.
 
-cimport cython
-
 DEFAULT_MAX_SIZE = 65535
 DEFAULT_MAX_HEADERS = 128
 DEFAULT_MAX_LINE = 8192
@@ -65,7 +63,7 @@ cdef class Message:
     cdef span_t sl_method, sl_uri, sl_version, sl_reason
     cdef hdr_t* hdrs
     cdef int nhdr, cap
-    cdef int16_t first[MAX_HIDS]
+    cdef int32_t first[MAX_HIDS]
     cdef int32_t hdr_end, body_off, body_len
     cdef int64_t cseq_num
     cdef span_t cseq_meth
@@ -175,6 +173,7 @@ cdef class Message:
         cdef hdr_t* h
         cdef int64_t v
         cdef Py_ssize_t avail
+        cdef uint32_t hh
         if not stream and n > max_size:
             return fail(err, 513, E_TOO_LARGE, max_size)
         if n > max_size:
@@ -212,7 +211,9 @@ cdef class Message:
                     break
                 return fail(err, 400, E_HEADER_LINE, p)
             q = p
+            hh = 2166136261u        # name_hash() computed during the scan
             while q < n and is_token(b[q]):
+                hh = (hh ^ LOWER[b[q]]) * 16777619u
                 q += 1
             if q == p or q - p > 65535:
                 return fail(err, 400, E_HEADER_NAME, p)
@@ -244,7 +245,7 @@ cdef class Message:
             r = find_ctl(b, vstart, vend)
             if r >= 0:
                 return fail(err, 400, E_CONTROL, r)
-            hid = header_id(b + p, q - p)
+            hid = header_id_hashed(b + p, q - p, hh)
             if hid and self.first[hid] >= 0 and HFLAGS[hid] & HF_SINGLE:
                 return fail(err, 400, E_DUPLICATE, p, hid)
             if self.nhdr >= max_headers:
@@ -260,7 +261,7 @@ cdef class Message:
             h.hid = <uint8_t>hid
             h.folded = folded
             if hid and self.first[hid] < 0:
-                self.first[hid] = <int16_t>self.nhdr
+                self.first[hid] = self.nhdr
             self.nhdr += 1
             p = line_end
         # Mandatory headers (§8.1.1) and their scalar values.
@@ -270,9 +271,15 @@ cdef class Message:
         h = &self.hdrs[self.first[H_CALL_ID]]
         if h.value_len == 0:
             return fail(err, 400, E_MALFORMED, h.value_off, H_CALL_ID)
-        for i in range(h.value_len):
-            if b[h.value_off + i] <= 32 or b[h.value_off + i] == 127:
-                return fail(err, 400, E_MALFORMED, h.value_off + i, H_CALL_ID)
+        # callid = word ["@" word]: no white space inside (CTLs are already
+        # refused for every header value).
+        f = <const uint8_t*>memchr(b + h.value_off, 32, h.value_len)
+        if f == NULL:
+            f = <const uint8_t*>memchr(b + h.value_off, 9, h.value_len)
+        if f == NULL:
+            f = <const uint8_t*>memchr(b + h.value_off, 127, h.value_len)
+        if f != NULL:
+            return fail(err, 400, E_MALFORMED, f - b, H_CALL_ID)
         # CSeq = 1*DIGIT LWS Method
         h = &self.hdrs[self.first[H_CSEQ]]
         p = h.value_off
@@ -505,7 +512,8 @@ cdef class Message:
         cdef perr_t err
         cdef hdr_t* h = &self.hdrs[self.first[hid]]
         cdef naddr_t* na = &self.from_na if hid == H_FROM else &self.to_na
-        if scan_naddr(self.b, h.value_off, h.value_off + h.value_len, na, &err, hid) < 0:
+        if scan_naddr(self.b, h.value_off, h.value_off + h.value_len, na, &err, hid,
+                      False) < 0:
             raise sip_error(&err, not self.is_req)
         if hid == H_FROM:
             self.have_from = 1
@@ -517,13 +525,13 @@ cdef class Message:
     def from_(self):
         if not self.have_from:
             self._need_naddr(H_FROM)
-        return make_naddr(self, self.b, &self.from_na)
+        return make_naddr(self, self.b, &self.from_na, H_FROM)
 
     @property
     def to(self):
         if not self.have_to:
             self._need_naddr(H_TO)
-        return make_naddr(self, self.b, &self.to_na)
+        return make_naddr(self, self.b, &self.to_na, H_TO)
 
     @property
     def from_tag(self):
@@ -563,7 +571,7 @@ cdef class Message:
                 continue
             if scan_naddr(self.b, s, e, &na, &err, hid) < 0:
                 raise sip_error(&err, not self.is_req)
-            out.append(make_naddr(self, self.b, &na))
+            out.append(make_naddr(self, self.b, &na, hid))
         return out
 
     cdef NameAddr _first_naddr(self, int hid):
@@ -582,7 +590,7 @@ cdef class Message:
             return None
         if scan_naddr(self.b, h.value_off, e, &na, &err, hid) < 0:
             raise sip_error(&err, not self.is_req)
-        return make_naddr(self, self.b, &na)
+        return make_naddr(self, self.b, &na, hid)
 
     @property
     def contact(self):
@@ -653,8 +661,8 @@ cdef class Message:
         if self.is_req:
             self._need_ruri()
         self.vias
-        self.from_
-        self.to
+        self.from_.uri
+        self.to.uri
         self.contacts
         self.routes
         self.record_routes
@@ -779,6 +787,9 @@ def frame(data, *, Py_ssize_t max_size=DEFAULT_MAX_SIZE):
             if ln == 0 and p > 0:
                 body = q + 1
                 break
+            if p == 0:          # the start line: a method may be named "L"
+                p = q + 1
+                continue
             # The whole header line, continuation lines (§7.3.1) included.
             while q + 1 < lim and is_ws(b[q + 1]):
                 f = <const uint8_t*>memchr(b + q + 1, 10, lim - q - 1)

@@ -2,14 +2,15 @@
 
 # ---------------------------------------------------------------------------
 # Character classes (RFC 3261 §25.1).  Filled once at import.
-cdef uint8_t C_TOKEN = 1       # token chars: alphanum -.!%*_+`'~
-cdef uint8_t C_WS = 2          # SP / HTAB
-cdef uint8_t C_DIGIT = 4
-cdef uint8_t C_HOST = 8        # hostname / IPv4 chars: alphanum - . _
-cdef uint8_t C_URIC = 16       # unreserved / escaped / reserved, minus <>" etc.
-cdef uint8_t C_ALPHA = 32
-cdef uint8_t C_SCHEME = 64     # alphanum + - .
-cdef uint8_t C_HEX = 128
+cdef enum:                     # compile-time constants, not module globals
+    C_TOKEN = 1                # token chars: alphanum -.!%*_+`'~
+    C_WS = 2                   # SP / HTAB
+    C_DIGIT = 4
+    C_HOST = 8                 # hostname / IPv4 chars: alphanum - . _
+    C_URIC = 16                # unreserved / escaped / reserved, minus <>" etc.
+    C_ALPHA = 32
+    C_SCHEME = 64              # alphanum + - .
+    C_HEX = 128
 
 cdef uint8_t CCLASS[256]
 cdef uint8_t LOWER[256]
@@ -200,6 +201,10 @@ _init_headers()
 
 cdef inline int header_id(const uint8_t* p, Py_ssize_t n) noexcept nogil:
     """Header id of the name at p (any case, compact forms), 0 if unknown."""
+    return header_id_hashed(p, n, name_hash(p, n))
+
+cdef inline int header_id_hashed(const uint8_t* p, Py_ssize_t n, uint32_t h) noexcept nogil:
+    """header_id() when the caller computed name_hash() while scanning."""
     cdef uint32_t slot
     cdef int hid
     cdef Py_ssize_t i
@@ -207,7 +212,7 @@ cdef inline int header_id(const uint8_t* p, Py_ssize_t n) noexcept nogil:
         return COMPACT[p[0]]
     if n >= MAX_KNOWN_NAME:
         return 0
-    slot = name_hash(p, n) % HASH_SLOTS
+    slot = h % HASH_SLOTS
     while True:
         hid = HASH_TABLE[slot]
         if hid == 0:
@@ -362,8 +367,12 @@ cdef inline Py_ssize_t list_element_end(const uint8_t* b, Py_ssize_t p,
                                         Py_ssize_t end) noexcept nogil:
     """End of one comma-separated element starting at p: the offset of the
     comma (or end) outside quotes and angle brackets; -1 if a quote or
-    bracket is unterminated."""
+    bracket is unterminated.  A value without any comma is one element
+    (the common case, found with memchr); its quotes and brackets are then
+    checked by the field scanners."""
     cdef bint in_angle = False
+    if p >= end or memchr(b + p, 44, end - p) == NULL:
+        return end
     while p < end:
         c = b[p]
         if c == 34:

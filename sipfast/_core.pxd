@@ -47,6 +47,7 @@ ctypedef struct naddr_t:
     span_t text
     span_t display        # raw display-name (quotes included when quoted)
     uint8_t quoted
+    uint8_t uri_done      # uri scanned (else only uri.text is set)
     uri_t uri
     span_t params         # header params, from the first ';' after the URI
     span_t tag            # value of the tag param

@@ -76,7 +76,10 @@ class NameAddr:
     def display(self) -> str | None:
         """Display name, quotes removed and quoted-pairs resolved."""
     @property
-    def uri(self) -> URI: ...
+    def uri(self) -> URI:
+        """The URI.  From and To are scanned without their URI (a proxy
+        reading a tag needs none), so for those the URI is checked here and
+        a malformed one raises :class:`SipError`."""
     @property
     def params(self) -> dict[str, str | None]:
         """Header parameters (not the URI's); names lower-cased."""

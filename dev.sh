@@ -75,7 +75,7 @@ build() {
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! (cd / && "$VENV/bin/python" -c 'import sipfast._core') 2>/dev/null; then
         log "building and installing sipfast (Cython)"
         "$VENV/bin/python" -m pip install -q --no-build-isolation --no-deps . \
-            || die "build failed (see above): a working C compiler and Python headers are required"
+            || die "build failed (see above)"
         echo "$want" > "$stamp"
     fi
     exec 9>&-

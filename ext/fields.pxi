@@ -121,9 +121,8 @@ cdef int scan_uri(const uint8_t* b, Py_ssize_t start, Py_ssize_t end, uri_t* u,
     if parse_host_port(b, &p, end, &u.host, &u.port, False, err, hid, code) < 0:
         return -1
     if p < end and b[p] == 59:              # ';' uri-parameters
-        q = p + 1
-        while q < end and b[q] != 63:
-            q += 1
+        found = <const uint8_t*>memchr(b + p + 1, 63, end - p - 1)
+        q = found - b if found != NULL else end
         span_set(&u.params, p + 1, q)
         p = q
     if p < end and b[p] == 63:              # '?' headers
@@ -203,6 +202,7 @@ cdef int scan_naddr(const uint8_t* b, Py_ssize_t start, Py_ssize_t end, naddr_t*
     Record-Route): RFC 3261 §20.10, §25.1.  Without check_uri the URI is only
     delimited (scanned when first read: a proxy reading a tag needs no URI)."""
     cdef Py_ssize_t p, q, uend, ustart
+    cdef const uint8_t* found
     cdef span_t name, value
     cdef int r
     p = skip_lws(b, start, end)
@@ -232,9 +232,8 @@ cdef int scan_naddr(const uint8_t* b, Py_ssize_t start, Py_ssize_t end, naddr_t*
             p = q
     if b[p] == 60:                          # '<' addr-spec '>'
         ustart = p + 1
-        q = ustart
-        while q < end and b[q] != 62:
-            q += 1
+        found = <const uint8_t*>memchr(b + ustart, 62, end - ustart)
+        q = found - b if found != NULL else end
         if q >= end:
             return fail(err, 400, E_MALFORMED, q, hid)
         uend = q
@@ -434,6 +433,7 @@ cdef object find_header_param(const uint8_t* b, span_t params, str key):
 # ---------------------------------------------------------------------------
 # Views.  Each holds the object that owns the buffer (a Message or a bytes
 # object) so the pointer stays valid for the view's life.
+
 
 @cython.final
 @cython.freelist(32)

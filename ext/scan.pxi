@@ -162,6 +162,7 @@ cdef int N_HIDS = len(_HEADERS)
 cdef uint8_t HFLAGS[MAX_HIDS]
 cdef uint8_t HNAME_LEN[MAX_HIDS]
 cdef char HNAME_LOWER[MAX_HIDS][MAX_KNOWN_NAME]
+cdef char HNAME_CANON[MAX_HIDS][MAX_KNOWN_NAME]    # as written by most peers
 cdef uint8_t HASH_TABLE[HASH_SLOTS]     # slot -> hid (0 = empty)
 cdef uint8_t COMPACT[256]               # compact letter -> hid
 HEADER_NAMES = [h[0] for h in _HEADERS]
@@ -176,7 +177,7 @@ cdef inline uint32_t name_hash(const uint8_t* p, Py_ssize_t n) noexcept nogil:
 
 cdef void _init_headers() except *:
     cdef int hid, slot
-    cdef bytes lname
+    cdef bytes lname, cname
     assert N_HIDS <= MAX_HIDS
     memset(HASH_TABLE, 0, HASH_SLOTS)
     memset(COMPACT, 0, 256)
@@ -187,6 +188,8 @@ cdef void _init_headers() except *:
         assert len(lname) < MAX_KNOWN_NAME
         HNAME_LEN[hid] = len(lname)
         memcpy(HNAME_LOWER[hid], <char*>lname, len(lname))
+        cname = name.encode()
+        memcpy(HNAME_CANON[hid], <char*>cname, len(lname))
         if hid == H_COUNT_FIXED:
             continue
         slot = name_hash(<const uint8_t*><char*>lname, len(lname)) % HASH_SLOTS
@@ -218,6 +221,8 @@ cdef inline int header_id_hashed(const uint8_t* p, Py_ssize_t n, uint32_t h) noe
         if hid == 0:
             return 0
         if HNAME_LEN[hid] == n:
+            if memcmp(p, HNAME_CANON[hid], n) == 0:
+                return hid
             i = 0
             while i < n and LOWER[p[i]] == <uint8_t>HNAME_LOWER[hid][i]:
                 i += 1
@@ -404,6 +409,12 @@ cdef inline Py_ssize_t find_ctl(const uint8_t* b, Py_ssize_t p, Py_ssize_t end) 
             if ((x - 0x2020202020202020ULL) & ~x & 0x8080808080808080ULL) == 0:
                 p += 8
                 continue
+        elif end - start >= 8:
+            # The tail: one read of the last 8 bytes (overlapping what was
+            # checked already) instead of a byte loop.
+            memcpy(&x, b + end - 8, 8)
+            if ((x - 0x2020202020202020ULL) & ~x & 0x8080808080808080ULL) == 0:
+                return -1
         if b[p] < 32 and b[p] != 9:
             if b[p] == 13 and p + 2 < end and b[p + 1] == 10 and is_ws(b[p + 2]):
                 p += 3

@@ -9,6 +9,7 @@ files).  Layers, innermost first:
 * message.pxi  the message parser (start line, header table, framing) and
                the Python view classes over it
 * edit.pxi     one-pass editor ("lumps") and response builder
+* proxy.pxi    the stateless UDP proxy loop (recvmmsg/sendmmsg batches)
 
 Nothing here knows about sockets or asyncio.  The C functions work on
 (pointer, offset, length) and report failures as a perr_t; one mapper turns
@@ -27,3 +28,4 @@ include "scan.pxi"
 include "fields.pxi"
 include "message.pxi"
 include "edit.pxi"
+include "proxy.pxi"

@@ -398,37 +398,51 @@ cdef class Editor:
     def build(self):
         """Apply the edits in one pass; returns the new message bytes."""
         cdef Message m = self.m
-        cdef int i, j
-        cdef lump_t t
-        cdef lump_t* L = self.lumps
-        cdef Py_ssize_t total = m.size, pos = 0, w = 0
+        cdef Py_ssize_t total = lumps_sort(self.lumps, self.nlumps, m.size)
         cdef bytes out
-        cdef char* dst
-        # Insertion sort by (start, end, seq): few lumps, mostly in order.
-        for i in range(1, self.nlumps):
-            t = L[i]
-            j = i - 1
-            while j >= 0 and (L[j].start > t.start or (L[j].start == t.start and (
-                    L[j].end > t.end or (L[j].end == t.end and L[j].seq > t.seq)))):
-                L[j + 1] = L[j]
-                j -= 1
-            L[j + 1] = t
-        for i in range(self.nlumps):
-            if L[i].start < pos:
-                raise ValueError("overlapping edits")
-            pos = L[i].end
-            total += L[i].data_len - (L[i].end - L[i].start)
+        if total < 0:
+            raise ValueError("overlapping edits")
         out = PyBytes_FromStringAndSize(NULL, total)
-        dst = PyBytes_AS_STRING(out)
-        pos = 0
-        for i in range(self.nlumps):
-            memcpy(dst + w, m.b + pos, L[i].start - pos)
-            w += L[i].start - pos
-            memcpy(dst + w, self.arena.p + L[i].data_off, L[i].data_len)
-            w += L[i].data_len
-            pos = L[i].end
-        memcpy(dst + w, m.b + pos, m.size - pos)
+        lumps_apply(m.b, m.size, self.lumps, self.nlumps, self.arena.p, PyBytes_AS_STRING(out))
         return out
+
+
+cdef Py_ssize_t lumps_sort(lump_t* L, int n, Py_ssize_t size) noexcept nogil:
+    """Sort lumps by (start, end, seq); the size of the edited message, or -1
+    when two lumps overlap."""
+    cdef int i, j
+    cdef lump_t t
+    cdef Py_ssize_t total = size, pos = 0
+    # Insertion sort: few lumps, mostly in order already.
+    for i in range(1, n):
+        t = L[i]
+        j = i - 1
+        while j >= 0 and (L[j].start > t.start or (L[j].start == t.start and (
+                L[j].end > t.end or (L[j].end == t.end and L[j].seq > t.seq)))):
+            L[j + 1] = L[j]
+            j -= 1
+        L[j + 1] = t
+    for i in range(n):
+        if L[i].start < pos:
+            return -1
+        pos = L[i].end
+        total += L[i].data_len - (L[i].end - L[i].start)
+    return total
+
+
+cdef void lumps_apply(const uint8_t* src, Py_ssize_t size, const lump_t* L, int n,
+                      const char* arena, char* dst) noexcept nogil:
+    """Copy src into dst with the sorted lumps applied (one pass)."""
+    cdef Py_ssize_t pos = 0, w = 0
+    cdef int i
+    for i in range(n):
+        memcpy(dst + w, src + pos, L[i].start - pos)
+        w += L[i].start - pos
+        memcpy(dst + w, arena + L[i].data_off, L[i].data_len)
+        w += L[i].data_len
+        pos = L[i].end
+    memcpy(dst + w, src + pos, size - pos)
+
 
 # ---------------------------------------------------------------------------
 # Responses.

@@ -106,6 +106,8 @@ cdef class Message:
         self.is_req = False
         self.looks_response = False
         self.have_via = self.have_from = self.have_to = self.have_ruri = 0
+        span_clear(&self.sl_method)
+        span_clear(&self.sl_uri)
         memset(self.first, 0xff, sizeof(self.first))
 
     cdef int _grow(self) noexcept nogil:

@@ -272,6 +272,36 @@ class Editor:
     def build(self) -> bytes:
         """Apply the edits in one pass and return the new message."""
 
+class UdpProxy:
+    """The stateless UDP proxy loop (RFC 3261 §16.11, RFC 3581) on one bound
+    non-blocking socket: recvmmsg/sendmmsg batches, every datagram handled
+    in C with no Python object.  Register :meth:`on_readable` with the event
+    loop's ``add_reader``."""
+
+    received: int
+    sent: int
+    forwarded_requests: int
+    forwarded_responses: int
+    replied: int
+    dropped: int
+    malformed: int
+    send_errors: int
+    def __init__(
+        self,
+        fd: int,
+        host: str,
+        port: int,
+        next_hop: tuple[str, int] | None = None,
+        record_route: bool = False,
+    ) -> None: ...
+    def on_readable(self) -> None:
+        """Drain the socket: receive, handle and send in batches."""
+    def stats(self) -> dict[str, int]: ...
+
+def bench_parse_loop(data: bytes, n: int) -> int:
+    """Benchmark helper: parse ``data`` n times into one reused Message and
+    scan the proxy's fields in C; returns how many parsed."""
+
 def parse(
     data: bytes | bytearray | memoryview,
     *,

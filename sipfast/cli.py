@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -64,6 +65,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(seconds=args.seconds)
 
 
+def cmd_proxy(args: argparse.Namespace) -> int:
+    """Run the proxy (this version: stateless, UDP)."""
+    from sipfast.roles import proxy
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    try:
+        listens = [proxy.parse_listen(spec) for spec in args.listen]
+        next_hop = proxy.parse_next_hop(args.route) if args.route else None
+    except ValueError as exc:
+        print(f"sipfast proxy: {exc}", file=sys.stderr)
+        return 2
+    if any(lst.transport != "udp" for lst in listens):
+        print("sipfast proxy: only udp listeners are implemented so far", file=sys.stderr)
+        return 2
+    if not args.stateless:
+        print("sipfast proxy: only stateless forwarding is implemented so far: "
+              "add --stateless", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print("sipfast proxy: --workers must be at least 1", file=sys.stderr)
+        return 2
+    return proxy.run(listens, next_hop, args.record_route, args.workers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `sipfast` command."""
     p = argparse.ArgumentParser(prog="sipfast", description="SIP router for VoIP carriers")
@@ -79,6 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--max-headers", type=int, default=sipfast.DEFAULT_MAX_HEADERS, metavar="N")
     pp.add_argument("--max-line", type=int, default=sipfast.DEFAULT_MAX_LINE, metavar="BYTES")
     pp.set_defaults(func=cmd_parse)
+
+    px = sub.add_parser("proxy", help="run a SIP proxy")
+    px.add_argument("--listen", action="append", required=True, metavar="udp:HOST:PORT",
+                    help="address to serve (repeatable; IPv6 as udp:[::1]:5060)")
+    px.add_argument("--route", metavar="sip:HOST:PORT",
+                    help="static next hop for requests without a Route to follow")
+    px.add_argument("--stateless", action="store_true",
+                    help="forward statelessly (RFC 3261 §16.11)")
+    px.add_argument("--record-route", action="store_true",
+                    help="add Record-Route to dialog-creating requests")
+    px.add_argument("--workers", type=int, default=1, metavar="N",
+                    help="processes sharing the port with SO_REUSEPORT (default 1)")
+    px.add_argument("--log-level", default="info",
+                    choices=["debug", "info", "warning", "error"])
+    px.set_defaults(func=cmd_proxy)
 
     pd = sub.add_parser("demo", help="run the demo (today: the message core at work)")
     pd.add_argument("--seconds", type=float, default=1.0, help="length of the speed check")

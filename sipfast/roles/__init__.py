@@ -1,0 +1,1 @@
+"""Roles: the policies of DESIGN.md §1 (proxy; later lb and gateway)."""

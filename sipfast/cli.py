@@ -62,7 +62,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Show what sipfast does today (see sipfast.ops.demo)."""
     from sipfast.ops import demo
 
-    return demo.run(seconds=args.seconds)
+    return demo.run(seconds=args.seconds, calls=args.calls, rate=args.rate)
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
@@ -120,8 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
                     choices=["debug", "info", "warning", "error"])
     px.set_defaults(func=cmd_proxy)
 
-    pd = sub.add_parser("demo", help="run the demo (today: the message core at work)")
+    pd = sub.add_parser("demo", help="run the demo topology on loopback")
     pd.add_argument("--seconds", type=float, default=1.0, help="length of the speed check")
+    pd.add_argument("--calls", type=int, default=2000,
+                    help="calls through the demo topology (0: skip it)")
+    pd.add_argument("--rate", type=int, default=400, help="calls per second")
     pd.set_defaults(func=cmd_demo)
     return p
 

@@ -95,10 +95,12 @@ def test_bad_flag_is_a_usage_error() -> None:
     assert b"invalid int value" in res.stderr
 
 
-def test_demo_runs_the_core() -> None:
-    res = run("demo", "--seconds", "0.05")
+def test_demo_runs_the_core_and_the_topology() -> None:
+    res = run("demo", "--seconds", "0.05", "--calls", "300", "--rate", "300")
     assert res.returncode == 0, res.stderr
     out = res.stdout.decode()
+    assert "calls: 300 of 300 completed, 0 failed, 0 unexpected messages" in out
+    assert "'forwarded_requests': 900, 'forwarded_responses': 900" in out
     assert "SIP/2.0 100 Trying" in out
     assert "Max-Forwards: 69" in out
     assert "Record-Route: <sip:192.0.2.10:5060;lr>" in out

@@ -1,10 +1,12 @@
-"""`sipfast demo`: what the package can show today.
+"""`sipfast demo`: sipfast's main job, on loopback.
 
-Until the proxy roles land this walks a realistic INVITE through the
-compiled message core the way a proxy would: parse, validate, answer with
-100 Trying, forward (push Via, decrement Max-Forwards, Record-Route), and
-answer a malformed request with 400 and its reason.  It also times the core
-on this machine.
+First the compiled message core walks an INVITE the way a proxy does
+(parse, 100 Trying, forward with Via/Max-Forwards/Record-Route, 400 with
+its reason for a malformed request) and is timed; then the demo topology
+runs: a SIPp caller places calls through a stateless `sipfast proxy` to a
+SIPp callee, and the calls, failures and the proxy's CPU per call are
+reported.  (The balancer and delegating peers join the topology as they
+land.)
 """
 
 from __future__ import annotations
@@ -45,8 +47,10 @@ def _section(out: TextIO, title: str) -> None:
     out.write(f"\n=== {title} ===\n")
 
 
-def run(out: TextIO = sys.stdout, seconds: float = 1.0) -> int:
-    """Run the demo, writing to ``out``; returns the process exit code."""
+def run(out: TextIO = sys.stdout, seconds: float = 1.0, calls: int = 2000,
+        rate: int = 400) -> int:
+    """Run the demo, writing to ``out``; returns the process exit code
+    (1 if any call failed)."""
     out.write(f"sipfast {sipfast.__version__}, compiled core: {sipfast._core.__file__}\n")
     msg = parse(SAMPLE_INVITE)
     msg.validate()
@@ -80,6 +84,18 @@ def run(out: TextIO = sys.stdout, seconds: float = 1.0) -> int:
             m = parse(SAMPLE_INVITE)
             _ = (m.branch, m.call_id, m.cseq, m.from_tag, m.to_tag, m.max_forwards)
         n += 1000
-    rate = n / (time.perf_counter() - t0)
-    out.write(f"parse + read fields: {rate:,.0f} messages/s on one core\n")
-    return 0
+    speed = n / (time.perf_counter() - t0)
+    out.write(f"parse + read fields: {speed:,.0f} messages/s on one core\n")
+    if calls <= 0:
+        return 0
+    _section(out, "demo topology: SIPp caller -> sipfast proxy -> SIPp callee")
+    from sipfast.ops.topology import run_calls
+
+    res = run_calls(calls=calls, rate=rate, out=out)
+    out.write(
+        f"calls: {res.successful} of {res.calls} completed, {res.failed} failed, "
+        f"{res.unexpected} unexpected messages, in {res.seconds:.1f} s\n"
+        f"proxy CPU: {res.proxy_cpu_ms_per_call:.3f} ms per call\n"
+        f"{res.proxy_stats}\n"
+    )
+    return 0 if res.successful == res.calls and res.failed == 0 else 1

@@ -100,7 +100,7 @@ def test_demo_runs_the_core_and_the_topology() -> None:
     assert res.returncode == 0, res.stderr
     out = res.stdout.decode()
     assert "calls: 300 of 300 completed, 0 failed, 0 unexpected messages" in out
-    assert "'forwarded_requests': 900, 'forwarded_responses': 900" in out
+    assert '"forwarded_requests": 900, "forwarded_responses": 900' in out
     assert "SIP/2.0 100 Trying" in out
     assert "Max-Forwards: 69" in out
     assert "Record-Route: <sip:192.0.2.10:5060;lr>" in out

@@ -8,63 +8,17 @@ from __future__ import annotations
 
 import csv
 import shutil
-import signal
 import socket
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from e2e.proxyproc import free_udp_port, proxy, stop
 
 import sipfast
 from sipfast import parse
 
-SIPFAST = Path(sys.executable).with_name("sipfast")
 SIPP = shutil.which("sipp")
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def proxy(*args: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
-    """A running `sipfast proxy` on a free port; stopped by PID afterwards."""
-    port = free_udp_port()
-    proc = subprocess.Popen(
-        [str(SIPFAST), "proxy", "--listen", f"udp:127.0.0.1:{port}", "--stateless", *args],
-        stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        line = ""
-        deadline = time.monotonic() + 20
-        while "ready" not in line and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            assert line or proc.poll() is None, "proxy exited early"
-        assert "ready" in line
-        yield port, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def stop(proc: subprocess.Popen[str]) -> str:
-    """SIGTERM the proxy and return what it printed on the way out."""
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0
-    return err
 
 
 def udp(port: int = 0) -> socket.socket:
@@ -130,7 +84,7 @@ def test_request_and_response_are_forwarded_with_rfc3261_edits() -> None:
         assert [v.branch for v in back.vias] == ["z9hG4bKcaller1"]
         assert back.to_tag == "b1"
         out = stop(proc)
-    assert "'forwarded_requests': 3" in out and "'forwarded_responses': 1" in out
+    assert out["forwarded_requests"] == 3 and out["forwarded_responses"] == 1
 
 
 def test_route_naming_the_proxy_is_popped_and_next_route_followed() -> None:
@@ -167,7 +121,7 @@ def test_malformed_request_gets_400_with_reason_and_loop_keeps_serving() -> None
         stray = sipfast.make_response(parse(invite(cport, pport)), 200, to_tag="x")
         caller.sendto(stray, ("127.0.0.1", pport))
         out = stop(proc)
-    assert "'malformed': 2" in out and "'replied': 2" in out and "'dropped': 2" in out
+    assert (out["malformed"], out["replied"], out["dropped"]) == (2, 2, 2)
 
 
 def sipp_stats(path: Path) -> dict[str, int]:
@@ -210,7 +164,4 @@ def test_sipp_calls_through_the_stateless_proxy(tmp_path: Path, workers: str) ->
                      "TotalCallCreated": calls}
     # Every call is 6 datagrams each way through the proxy (INVITE, 180, 200,
     # ACK, BYE, 200), with no retransmission on loopback.
-    forwarded = sum(int(part.split(": ")[1].rstrip(",}"))
-                    for line in out.splitlines() if "stopped" in line
-                    for part in line.split(", ") if "forwarded_" in part)
-    assert forwarded == 6 * calls
+    assert out["forwarded_requests"] + out["forwarded_responses"] == 6 * calls

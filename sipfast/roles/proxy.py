@@ -10,6 +10,7 @@ TCP and the registrar come next.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -120,7 +121,7 @@ def run(listens: list[Listen], next_hop: tuple[str, int] | None, record_route: b
     with SO_REUSEPORT; returns the exit code."""
     if workers <= 1:
         stats = asyncio.run(serve(listens, next_hop, record_route))
-        print(f"sipfast proxy stopped: {stats}", file=sys.stderr, flush=True)
+        print(f"sipfast proxy stopped: {json.dumps(stats)}", file=sys.stderr, flush=True)
         return 0
     children = []
     for _ in range(workers):
@@ -128,7 +129,7 @@ def run(listens: list[Listen], next_hop: tuple[str, int] | None, record_route: b
         if pid == 0:
             try:
                 stats = asyncio.run(serve(listens, next_hop, record_route, reuse_port=True))
-                print(f"sipfast proxy worker {os.getpid()} stopped: {stats}",
+                print(f"sipfast proxy worker {os.getpid()} stopped: {json.dumps(stats)}",
                       file=sys.stderr, flush=True)
             finally:
                 os._exit(0)

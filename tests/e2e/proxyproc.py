@@ -1,0 +1,65 @@
+"""Run `sipfast proxy` as a user would, for the end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SIPFAST = Path(sys.executable).with_name("sipfast")
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def proxy(*args: str, port: int | None = None,
+          cwd: str | Path = "/") -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    """A running `sipfast proxy --stateless` on 127.0.0.1 (a free port unless
+    given), started from cwd (never the source tree, so the installed build
+    runs); stopped by its PID afterwards."""
+    port = port or free_udp_port()
+    proc = subprocess.Popen(
+        [str(SIPFAST), "proxy", "--listen", f"udp:127.0.0.1:{port}", "--stateless", *args],
+        stderr=subprocess.PIPE, text=True, cwd=cwd,
+    )
+    try:
+        assert proc.stderr is not None
+        line = ""
+        deadline = time.monotonic() + 20
+        while "ready" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "proxy exited early"
+        assert "ready" in line
+        yield port, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def stop(proc: subprocess.Popen[str]) -> dict[str, int]:
+    """SIGTERM the proxy; its counters summed over workers."""
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    totals: dict[str, int] = {}
+    for line in err.splitlines():
+        if "stopped:" in line:
+            stats = json.loads(line.split("stopped: ", 1)[1])
+            for k, v in stats.items():
+                totals[k] = totals.get(k, 0) + v
+    return totals

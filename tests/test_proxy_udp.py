@@ -124,6 +124,26 @@ def test_malformed_request_gets_400_with_reason_and_loop_keeps_serving() -> None
     assert (out["malformed"], out["replied"], out["dropped"]) == (2, 2, 2)
 
 
+def test_ipv6_request_and_response() -> None:
+    callee = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    caller = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    for s in (callee, caller):
+        s.bind(("::1", 0))
+        s.settimeout(5)
+    cport, eport = caller.getsockname()[1], callee.getsockname()[1]
+    with proxy("--route", f"sip:[::1]:{eport}", "--record-route", host="::1") as (pport, _):
+        req = invite(cport, pport).replace(b"127.0.0.1", b"[::1]")
+        caller.sendto(req, ("::1", pport))
+        data, addr = callee.recvfrom(65535)
+        fwd = parse(data)
+        assert (fwd.via.host, fwd.via.port) == ("[::1]", pport)   # RFC 5118 reference
+        assert fwd.vias[1].rport == cport
+        assert fwd.record_routes[0].uri.host == "[::1]"
+        callee.sendto(sipfast.make_response(fwd, 200, to_tag="v6"), addr)
+        back = parse(caller.recvfrom(65535)[0])
+        assert back.status == 200 and [v.host for v in back.vias] == ["[::1]"]
+
+
 def sipp_stats(path: Path) -> dict[str, int]:
     rows = list(csv.reader(path.open(), delimiter=";"))
     head, last = rows[0], rows[-1]

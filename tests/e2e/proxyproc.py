@@ -15,21 +15,23 @@ from pathlib import Path
 SIPFAST = Path(sys.executable).with_name("sipfast")
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                       socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
 @contextmanager
-def proxy(*args: str, port: int | None = None,
+def proxy(*args: str, port: int | None = None, host: str = "127.0.0.1",
           cwd: str | Path = "/") -> Iterator[tuple[int, subprocess.Popen[str]]]:
-    """A running `sipfast proxy --stateless` on 127.0.0.1 (a free port unless
+    """A running `sipfast proxy --stateless` on host (a free port unless
     given), started from cwd (never the source tree, so the installed build
     runs); stopped by its PID afterwards."""
-    port = port or free_udp_port()
+    port = port or free_udp_port(host)
+    listen = f"udp:[{host}]:{port}" if ":" in host else f"udp:{host}:{port}"
     proc = subprocess.Popen(
-        [str(SIPFAST), "proxy", "--listen", f"udp:127.0.0.1:{port}", "--stateless", *args],
+        [str(SIPFAST), "proxy", "--listen", listen, "--stateless", *args],
         stderr=subprocess.PIPE, text=True, cwd=cwd,
     )
     try:

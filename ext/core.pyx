@@ -10,6 +10,8 @@ files).  Layers, innermost first:
                the Python view classes over it
 * edit.pxi     one-pass editor ("lumps") and response builder
 * proxy.pxi    the stateless UDP proxy loop (recvmmsg/sendmmsg batches)
+* txn.pxi      RFC 3261 §17 transactions and §16.7 response selection as a
+               state machine that emits actions, on a timer wheel (no I/O)
 
 Nothing here knows about sockets or asyncio.  The C functions work on
 (pointer, offset, length) and report failures as a perr_t; one mapper turns
@@ -29,3 +31,4 @@ include "fields.pxi"
 include "message.pxi"
 include "edit.pxi"
 include "proxy.pxi"
+include "txn.pxi"

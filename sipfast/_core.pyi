@@ -361,3 +361,52 @@ def new_branch() -> str:
 
 def reason_phrase(status: int) -> str:
     """The default reason phrase for a status code ('' when unknown)."""
+
+# The transaction layer (ext/txn.pxi).  Actions are tuples
+# (at_ms, kind, txn, branch, status); kind is one of "new", "send_request",
+# "send_cancel", "send_ack", "forward", "resend", "reply", "reject",
+# "unmatched", "terminated".  branch is -1 and status 0 when they do not apply.
+TxnAction = tuple[int, str, int, int, int]
+
+class TxnTable:
+    """The transaction table of a stateful proxy (RFC 3261 §16-17, RFC 6026)
+    driven by the caller's clock (milliseconds); no I/O."""
+
+    def __init__(
+        self,
+        max_txns: int = 4096,
+        *,
+        t1: int = 500,
+        t2: int = 4000,
+        t4: int = 5000,
+        timer_d: int = 32000,
+        timer_c: int = 181000,
+        tick_ms: int = 10,
+        hash_bits: int = 64,
+    ) -> None: ...
+    @property
+    def max_branches(self) -> int: ...
+    def on_request(
+        self, branch: str | bytes, sent_by: str | bytes, method: str, now: int
+    ) -> list[TxnAction]:
+        """A request from upstream (top Via branch and sent-by, method)."""
+    def on_cancel(self, branch: str | bytes, sent_by: str | bytes, now: int) -> list[TxnAction]:
+        """An upstream CANCEL."""
+    def fork(self, txn: int, n: int, now: int) -> list[TxnAction]:
+        """Create n client branches and send the request on each; ValueError
+        on an unknown or closed transaction or too many branches."""
+    def on_response(self, txn: int, branch: int, status: int, now: int) -> list[TxnAction]:
+        """A response from downstream on a branch."""
+    def on_cancel_response(
+        self, txn: int, branch: int, status: int, now: int
+    ) -> list[TxnAction]:
+        """A response to the CANCEL sent on a branch."""
+    def reply(self, txn: int, status: int, now: int) -> list[TxnAction]:
+        """A local response from the TU; ValueError when not allowed."""
+    def advance(self, now: int) -> list[TxnAction]:
+        """Fire the timers due at now."""
+    def state(self, txn: int) -> tuple[str, list[str]] | None:
+        """Server state and branch states, None for an unknown txn."""
+    def stats(self) -> dict[str, int]:
+        """Counters: live, servers, branches, timers, created, rejected,
+        high_water, capacity, lost_actions."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -59,9 +60,8 @@ def stop(proc: subprocess.Popen[str]) -> dict[str, int]:
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     totals: dict[str, int] = {}
-    for line in err.splitlines():
-        if "stopped:" in line:
-            stats = json.loads(line.split("stopped: ", 1)[1])
-            for k, v in stats.items():
-                totals[k] = totals.get(k, 0) + v
+    # Workers share the stderr pipe, so their lines may run together.
+    for found in re.findall(r"stopped: (\{[^{}]*\})", err):
+        for k, v in json.loads(found).items():
+            totals[k] = totals.get(k, 0) + v
     return totals

@@ -496,18 +496,22 @@ cdef class Message:
 
     # -- structured fields -------------------------------------------------------
 
+    cdef int _scan_top_via(self, perr_t* err) noexcept nogil:
+        """Scan the first Via value into top_via (the Python accessors and
+        the proxy loop share it); -1 with err filled when malformed."""
+        cdef hdr_t* h = &self.hdrs[self.first[H_VIA]]
+        cdef Py_ssize_t e = list_element_end(self.b, h.value_off, h.value_off + h.value_len)
+        if e < 0:
+            return fail(err, 400, E_MALFORMED, h.value_off, H_VIA)
+        if scan_via(self.b, h.value_off, e, &self.top_via, err) < 0:
+            return -1
+        self.have_via = 1
+        return 0
+
     cdef int _need_via(self) except -1:
         cdef perr_t err
-        cdef hdr_t* h
-        cdef Py_ssize_t e
-        if not self.have_via:
-            h = &self.hdrs[self.first[H_VIA]]
-            e = list_element_end(self.b, h.value_off, h.value_off + h.value_len)
-            if e < 0 or scan_via(self.b, h.value_off, e, &self.top_via, &err) < 0:
-                if e < 0:
-                    fail(&err, 400, E_MALFORMED, h.value_off, H_VIA)
-                raise sip_error(&err, not self.is_req)
-            self.have_via = 1
+        if not self.have_via and self._scan_top_via(&err) < 0:
+            raise sip_error(&err, not self.is_req)
         return 0
 
     @property
@@ -785,11 +789,8 @@ cdef int proxy_fields(Message m, perr_t* err) noexcept nogil:
                              err, 0) < 0:
         return -1
     m.have_ruri = m.is_req
-    h = &m.hdrs[m.first[H_VIA]]
-    e = list_element_end(m.b, h.value_off, h.value_off + h.value_len)
-    if e < 0 or scan_via(m.b, h.value_off, e, &m.top_via, err) < 0:
-        return fail(err, 400, E_MALFORMED, h.value_off, H_VIA)
-    m.have_via = 1
+    if m._scan_top_via(err) < 0:
+        return -1
     h = &m.hdrs[m.first[H_FROM]]
     if scan_naddr(m.b, h.value_off, h.value_off + h.value_len, &m.from_na, err, H_FROM,
                   False) < 0:

@@ -343,10 +343,7 @@ cdef class UdpProxy:
         e.n = 0
         e.an = 0
         # Top Via: RFC 3581 received / rport.
-        h = &m.hdrs[m.first[H_VIA]]
-        x = list_element_end(m.b, h.value_off, h.value_off + h.value_len)
-        if x < 0 or scan_via(m.b, h.value_off, x, &m.top_via, &err) < 0:
-            fail(&err, 400, E_MALFORMED, h.value_off, H_VIA)
+        if m._scan_top_via(&err) < 0:
             self._reply(m, 400, &err, src)
             return
         if m.mf == 0:

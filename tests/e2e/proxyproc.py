@@ -25,14 +25,17 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
 
 @contextmanager
 def proxy(*args: str, port: int | None = None, host: str = "127.0.0.1",
-          cwd: str | Path = "/") -> Iterator[tuple[int, subprocess.Popen[str]]]:
-    """A running `sipfast proxy --stateless` on host (a free port unless
-    given), started from cwd (never the source tree, so the installed build
-    runs); stopped by its PID afterwards."""
+          cwd: str | Path = "/", stateless: bool = True,
+          ) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    """A running `sipfast proxy` (with ``--stateless`` unless told
+    otherwise) on host (a free port unless given), started from cwd (never
+    the source tree, so the installed build runs); stopped by its PID
+    afterwards."""
     port = port or free_udp_port(host)
     listen = f"udp:[{host}]:{port}" if ":" in host else f"udp:{host}:{port}"
     proc = subprocess.Popen(
-        [str(SIPFAST), "proxy", "--listen", listen, "--stateless", *args],
+        [str(SIPFAST), "proxy", "--listen", listen,
+         *(("--stateless",) if stateless else ()), *args],
         stderr=subprocess.PIPE, text=True, cwd=cwd,
     )
     try:

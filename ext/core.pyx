@@ -23,12 +23,13 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport malloc, realloc, free
+from libc.stdlib cimport calloc, malloc, realloc, free
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from libc.string cimport memchr, memcmp, memcpy, memset
 
 include "scan.pxi"
 include "fields.pxi"
 include "message.pxi"
 include "edit.pxi"
-include "proxy.pxi"
 include "txn.pxi"
+include "proxy.pxi"

@@ -62,6 +62,8 @@ cdef enum:
 
 
 cdef const char* HEXDIGITS = "0123456789abcdef"
+cdef const char* ALLOW_LINE = (b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, "
+                               b"UPDATE, INFO, SUBSCRIBE, NOTIFY, REFER, MESSAGE\r\n")
 
 # ---------------------------------------------------------------------------
 # Addresses.
@@ -169,24 +171,122 @@ cdef int fe_pop_element(fedit_t* e, Message m, int hid) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------
+# Stored bytes of a transaction (reused across the cells' lifetimes, so a
+# steady load allocates nothing).
+
+ctypedef struct buf_t:
+    char* p
+    int32_t len
+    int32_t cap
+
+cdef int buf_set(buf_t* b, const char* s, Py_ssize_t n) noexcept nogil:
+    cdef char* q
+    cdef Py_ssize_t cap
+    if n > b.cap:
+        cap = n if n > 1024 else 1024
+        q = <char*>realloc(b.p, cap)
+        if q == NULL:
+            return -1
+        b.p = q
+        b.cap = <int32_t>cap
+    memcpy(b.p, s, n)
+    b.len = <int32_t>n
+    return 0
+
+ctypedef struct bstore_t:
+    sockaddr_storage dst    # where this branch's request goes
+    buf_t req               # the request as forwarded on this branch
+    buf_t resp              # its last response, our Via popped
+
+ctypedef struct cstore_t:
+    sockaddr_storage up     # where upstream responses go (§18.2.2, RFC 3581)
+    int upfd                # the socket the request came in on
+    uint8_t custom          # `last` holds a response made by the control plane
+    uint8_t cancel          # the cell is a CANCEL's
+    int32_t nbs             # bstore_t entries allocated
+    perr_t err              # reason of a local error answer
+    buf_t req               # the request as received
+    buf_t last              # the last response sent upstream
+    bstore_t* bs
+
+cdef void cstore_free(cstore_t* c) noexcept nogil:
+    cdef int i
+    free(c.req.p)
+    free(c.last.p)
+    for i in range(c.nbs):
+        free(c.bs[i].req.p)
+        free(c.bs[i].resp.p)
+    free(c.bs)
+
+cdef inline int64_t now_ms() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000 + ts.tv_nsec // 1000000
+
+# How _prepare routed a request.
+cdef enum:
+    RT_DST = 0          # to the address it filled in (Route or Request-URI)
+    RT_STATIC = 1       # to the static next hop(s)
+    RT_LOCAL = 2        # the Request-URI names this proxy: registrar / location
+
+cdef enum:
+    NOT_FOUND = -2      # _local: no registered contact
+    MAX_HOPS = 16       # static next hops (--route)
+    SF_BRANCH_LEN = 28  # z9hG4bK + sf + 16 hex + . + 2 hex
+
+# Our stateful branch: z9hG4bK + "sf" + the cell id in hex + "." + branch
+# index in hex: a response's branch names its cell and client branch
+# directly (no look-up), and the cell id's generation makes a stale branch
+# miss (§17.1.3 matching by branch and sent-by).
+
+cdef int parse_sf_branch(const uint8_t* p, Py_ssize_t n, int64_t* txn, int* b) noexcept nogil:
+    cdef uint64_t v = 0
+    cdef int i, d, bb = 0
+    if n != SF_BRANCH_LEN or memcmp(p, b"z9hG4bKsf", 9) != 0 or p[25] != 46:
+        return -1
+    for i in range(9, 25):
+        d = hexval(p[i])
+        if d < 0:
+            return -1
+        v = (v << 4) | <uint64_t>d
+    for i in range(26, 28):
+        d = hexval(p[i])
+        if d < 0:
+            return -1
+        bb = bb * 16 + d
+    txn[0] = <int64_t>v
+    b[0] = bb
+    return 0
+
+
+# ---------------------------------------------------------------------------
 # The loop.
 
 @cython.final
 cdef class UdpProxy:
-    """Stateless UDP proxy on one bound, non-blocking socket.
+    """UDP proxy on one bound, non-blocking socket (plus, with workers, a
+    private socket of this worker's own that forwarded requests leave from,
+    so their responses come back to the worker holding the transaction).
 
     Requests: the top Via gets received/rport (RFC 3581), a Route naming
     this proxy is popped, Max-Forwards is decremented (483 at zero), a Via
-    with a branch derived from the request's own (§16.11: retransmissions
-    and the CANCEL get the same one) is pushed, a Record-Route is added on
-    request (dialog-creating methods), and the request goes to the next
-    Route, else the static next hop, else the Request-URI's IP literal.
-    Responses: the top Via must be ours; it is popped and the response
-    goes to the next Via's received/rport or sent-by.  Malformed requests
-    are answered 400 with the reason; malformed responses are dropped.
+    is pushed, a Record-Route is added on request (dialog-creating
+    methods), and the request goes to the next Route, else the static next
+    hop(s), else (Request-URI naming this proxy) the location service, else
+    the Request-URI's IP literal.  Malformed requests are answered 400 with
+    the reason; malformed responses are dropped.
+
+    Stateless (§16.11): the Via branch is derived from the request's own, so
+    retransmissions and the CANCEL get the same one; responses go to the
+    next Via.  Stateful (§16, §17): every request other than an ACK for a
+    2xx gets a server transaction (txn.pxi) that answers INVITE with 100
+    Trying, absorbs retransmissions, forks to the targets, retransmits on
+    the client side, sends CANCEL and hop-by-hop ACKs, runs Timer C and
+    picks the best response (§16.7).  Python is entered only for REGISTER
+    and location look-ups (the control plane's callbacks).
     """
-    cdef int fd
-    cdef Message m
+    cdef int fd, sfd
+    cdef Message m, m2
     cdef char* rxbuf
     cdef char* txbuf
     cdef mmsghdr rx[BATCH]
@@ -195,50 +295,105 @@ cdef class UdpProxy:
     cdef mmsghdr tx[BATCH]
     cdef iovec txv[BATCH]
     cdef sockaddr_storage txa[BATCH]
+    cdef int txfd[BATCH]
     cdef int ntx
     cdef char host[ADDR_TEXT]
     cdef int host_len
-    cdef int port
-    cdef bint record_route
-    cdef bint have_next
-    cdef sockaddr_storage next_hop
+    cdef int port, sport
+    cdef bint record_route, stateful, fork, draining
+    cdef sockaddr_storage hops[MAX_HOPS]
+    cdef int nhops, rr
     cdef fedit_t ed
+    cdef lump_t saved[FE_LUMPS]
+    cdef tx_table_t t
+    cdef cstore_t* cs
+    cdef uint64_t tag_salt
+    cdef object on_register, on_lookup
     cdef readonly uint64_t received, sent, forwarded_requests, forwarded_responses
     cdef readonly uint64_t replied, dropped, malformed, send_errors
+    cdef readonly uint64_t resent, acks_absorbed, local_replies, timeouts, cancels_sent, acks_sent
+    cdef readonly uint64_t request_retransmissions, rejected, lookups
 
     def __cinit__(self):
         self.rxbuf = <char*>malloc(BATCH * SLOT)
         self.txbuf = <char*>malloc(BATCH * SLOT)
+        self.cs = NULL
+        self.t.cells = NULL
         if self.rxbuf == NULL or self.txbuf == NULL:
             raise MemoryError()
 
     def __dealloc__(self):
+        cdef int i
         free(self.rxbuf)
         free(self.txbuf)
+        if self.cs != NULL:
+            for i in range(self.t.cap):
+                cstore_free(&self.cs[i])
+            free(self.cs)
+        tx_table_free(&self.t)
 
-    def __init__(self, int fd, str host, int port, next_hop=None, bint record_route=False):
+    def __init__(self, int fd, str host, int port, next_hops=(), bint record_route=False,
+                 *, bint stateful=False, bint fork=False, int send_fd=-1, int send_port=0,
+                 int max_transactions=65536, int t1=500, int t2=4000, int t4=5000,
+                 int timer_c=180000, int timer_d=32000, on_register=None, on_lookup=None):
         """fd: a bound non-blocking UDP socket; host/port: the address this
         proxy puts in its Via and Record-Route and recognises in Route;
-        next_hop: (ip, port) of the static next hop or None."""
+        next_hops: (ip, port) pairs of the static next hops (round robin,
+        or all at once with fork=True when stateful); send_fd/send_port:
+        this worker's own socket for forwarded requests (default: fd).
+        Stateful: the transaction table's size and timers (ms);
+        on_register(data, (ip, port)) -> response bytes, and
+        on_lookup(request_uri) -> [(uri, ip, port), ...] for requests whose
+        Request-URI names this proxy."""
         cdef bytes h = host.encode()
         cdef int i
         if len(h) >= ADDR_TEXT - 2:
             raise ValueError("host too long")
         self.fd = fd
+        self.sfd = send_fd if send_fd >= 0 else fd
         if b":" in h and not h.startswith(b"["):
             h = b"[" + h + b"]"      # an IPv6 reference in Via/Record-Route
         memcpy(self.host, <char*>h, len(h))
         self.host_len = len(h)
         self.port = port
+        self.sport = send_port if send_fd >= 0 else port
         self.record_route = record_route
-        if next_hop is not None:
-            nh = next_hop[0].encode()
-            if addr_from_host(<const uint8_t*><char*>nh, len(nh), next_hop[1],
-                              &self.next_hop) < 0:
-                raise ValueError(f"next hop must be an IP address: {next_hop[0]!r}")
-            self.have_next = True
+        self.stateful = stateful
+        self.fork = fork
+        if isinstance(next_hops, tuple) and len(next_hops) == 2 and isinstance(next_hops[0], str):
+            next_hops = [next_hops]
+        if next_hops is None:
+            next_hops = ()
+        if len(next_hops) > MAX_HOPS:
+            raise ValueError(f"at most {MAX_HOPS} next hops")
+        self.nhops = 0
+        for ip, hport in next_hops:
+            nh = ip.encode()
+            if addr_from_host(<const uint8_t*><char*>nh, len(nh), hport,
+                              &self.hops[self.nhops]) < 0:
+                raise ValueError(f"next hop must be an IP address: {ip!r}")
+            self.nhops += 1
+        self.on_register = on_register
+        self.on_lookup = on_lookup
+        self.tag_salt = _branch_salt
+        if stateful:
+            if self.fork and self.nhops > TX_MAX_BRANCHES:
+                raise ValueError(f"at most {TX_MAX_BRANCHES} branches per request")
+            if max_transactions <= 0 or max_transactions > (1 << 24):
+                raise ValueError("max_transactions must be in 1..2**24")
+            if t1 <= 0 or t2 < t1 or t4 <= 0 or timer_c <= 0 or timer_d < 0:
+                raise ValueError("timer values must be positive (and T2 >= T1)")
+            if tx_table_init(&self.t, max_transactions, t1, t2, t4, timer_d, timer_c, 10,
+                             0xffffffffffffffffULL) < 0:
+                raise MemoryError()
+            self.t.wtick = now_ms() // 10
+            self.cs = <cstore_t*>calloc(max_transactions, sizeof(cstore_t))
+            if self.cs == NULL:
+                raise MemoryError()
         self.m = Message.__new__(Message)
         self.m.hdrs = self.m.inline_hdrs
+        self.m2 = Message.__new__(Message)
+        self.m2.hdrs = self.m2.inline_hdrs
         for i in range(BATCH):
             self.rxv[i].iov_base = self.rxbuf + i * SLOT
             self.rxv[i].iov_len = SLOT
@@ -253,55 +408,119 @@ cdef class UdpProxy:
             self.tx[i].msg_hdr.msg_name = &self.txa[i]
 
     def on_readable(self):
-        """Drain the socket (called by the event loop's add_reader)."""
-        self._drain()
+        """Drain the listening socket (called by the event loop's add_reader)."""
+        self._drain(self.fd)
+
+    def on_send_readable(self):
+        """Drain this worker's own socket (responses to forwarded requests)."""
+        self._drain(self.sfd)
+
+    def on_timer(self):
+        """Fire the transaction timers that are due (call every 10 ms or so
+        while transactions are live)."""
+        if self.stateful:
+            tx_advance(&self.t, now_ms())
+            self._run(None, NULL, -1)
+            self._flush()
+
+    def drain(self):
+        """Stop taking new calls (graceful stop): new out-of-dialog
+        requests are answered 503 with Retry-After; in-dialog requests and
+        the transactions in flight go on."""
+        self.draining = True
+
+    def pending(self):
+        """Server transactions still waiting for a final response."""
+        cdef int32_t i
+        cdef int64_t n = 0
+        if not self.stateful:
+            return 0
+        for i in range(self.t.cap):
+            if self.t.cells[i].sstate == TXS_TRYING or self.t.cells[i].sstate == TXS_PROCEEDING:
+                n += 1
+        return n
+
+    @property
+    def live_transactions(self):
+        """Transactions (cells) in the table now."""
+        return self.t.live if self.stateful else 0
 
     def stats(self):
         """Counters since start, as a dict."""
-        return {"received": self.received, "sent": self.sent,
-                "forwarded_requests": self.forwarded_requests,
-                "forwarded_responses": self.forwarded_responses,
-                "replied": self.replied, "dropped": self.dropped,
-                "malformed": self.malformed, "send_errors": self.send_errors}
+        d = {"received": self.received, "sent": self.sent,
+             "forwarded_requests": self.forwarded_requests,
+             "forwarded_responses": self.forwarded_responses,
+             "replied": self.replied, "dropped": self.dropped,
+             "malformed": self.malformed, "send_errors": self.send_errors}
+        if self.stateful:
+            d.update({"transactions": self.t.created, "live_transactions": self.t.live,
+                      "live_branches": self.t.live_branches,
+                      "armed_timers": self.t.armed,
+                      "high_water": self.t.high_water, "rejected": self.rejected,
+                      "resent": self.resent, "acks_absorbed": self.acks_absorbed,
+                      "request_retransmissions": self.request_retransmissions,
+                      "local_replies": self.local_replies, "timeouts": self.timeouts,
+                      "cancels_sent": self.cancels_sent, "acks_sent": self.acks_sent,
+                      "lookups": self.lookups, "lost_actions": self.t.acts_overflow})
+        return d
 
-    cdef void _drain(self) noexcept:
+    # -- I/O -------------------------------------------------------------
+
+    cdef void _drain(self, int fd) noexcept:
         cdef int n, i, rounds = 0
         while rounds < 64:          # bounded: let the event loop breathe
             rounds += 1
             for i in range(BATCH):
                 self.rx[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
                 self.rx[i].msg_hdr.msg_flags = 0
-            n = recvmmsg(self.fd, self.rx, BATCH, MSG_DONTWAIT, NULL)
+            n = recvmmsg(fd, self.rx, BATCH, MSG_DONTWAIT, NULL)
             if n <= 0:
                 break
             self.received += n
             for i in range(n):
-                self._one(i, self.rx[i].msg_len)
+                self._one(i, self.rx[i].msg_len, fd)
             self._flush()
             if n < BATCH:
                 break
 
     cdef void _flush(self) noexcept:
-        cdef int done = 0, r
+        cdef int done = 0, r, run
         while done < self.ntx:
-            r = sendmmsg(self.fd, self.tx + done, self.ntx - done, MSG_DONTWAIT)
+            run = 1             # one sendmmsg per run of the same socket
+            while done + run < self.ntx and self.txfd[done + run] == self.txfd[done]:
+                run += 1
+            r = sendmmsg(self.txfd[done], self.tx + done, run, MSG_DONTWAIT)
             if r <= 0:
-                self.send_errors += self.ntx - done
-                break
-            done += r
-            self.sent += r
+                self.send_errors += run
+                r = run
+            else:
+                self.sent += r
+                if r < run:
+                    self.send_errors += run - r
+            done += run
         self.ntx = 0
 
     cdef char* _slot(self) noexcept:
         return self.txbuf + self.ntx * SLOT
 
-    cdef void _queue(self, Py_ssize_t n, const sockaddr_storage* dst) noexcept:
+    cdef void _queue(self, Py_ssize_t n, const sockaddr_storage* dst, int fd) noexcept:
         memcpy(&self.txa[self.ntx], dst, sizeof(sockaddr_storage))
         self.tx[self.ntx].msg_hdr.msg_namelen = addr_len(dst)
         self.txv[self.ntx].iov_len = n
+        self.txfd[self.ntx] = fd
         self.ntx += 1
+        if self.ntx == BATCH:
+            self._flush()
 
-    cdef void _one(self, int i, Py_ssize_t n) noexcept:
+    cdef void _send(self, const char* p, Py_ssize_t n, const sockaddr_storage* dst,
+                    int fd) noexcept:
+        if n <= 0 or n > SLOT:
+            self.dropped += 1
+            return
+        memcpy(self._slot(), p, n)
+        self._queue(n, dst, fd)
+
+    cdef void _one(self, int i, Py_ssize_t n, int fd) noexcept:
         cdef Message m = self.m
         cdef perr_t err
         cdef char* pkt = self.rxbuf + i * SLOT
@@ -317,42 +536,36 @@ cdef class UdpProxy:
             if m.looks_response or m.sl_method.len == 0:
                 self.dropped += 1
             else:
-                self._reply(m, err.status, &err, &self.rxa[i])
+                self._reply(m, err.status, &err, &self.rxa[i], fd, 0)
             return
         if m.is_req:
-            self._request(m, &self.rxa[i])
+            self._request(m, &self.rxa[i], fd)
         else:
-            self._response(m)
+            self._response(m, fd)
+
+    # -- routing (both modes) -------------------------------------------------
 
     cdef bint _names_us(self, Message m, uri_t* u) noexcept:
         cdef int port = u.port if u.port > 0 else 5060
-        return (port == self.port and u.host.len == self.host_len
+        return ((port == self.port or port == self.sport) and u.host.len == self.host_len
                 and memcmp(m.b + u.host.off, self.host, self.host_len) == 0)
 
-    cdef void _request(self, Message m, sockaddr_storage* src) noexcept:
+    cdef int _prepare(self, Message m, sockaddr_storage* src, sockaddr_storage* dst,
+                      perr_t* err) noexcept:
+        """The edits every forwarded copy of request m gets (into self.ed):
+        received/rport on the top Via, our Route popped, Max-Forwards minus
+        one, our Record-Route; and where it goes: RT_DST with *dst filled,
+        RT_STATIC, RT_LOCAL, or minus the SIP status to answer with (err
+        filled).  The top Via is scanned already."""
         cdef fedit_t* e = &self.ed
-        cdef perr_t err
         cdef hdr_t* h
-        cdef Py_ssize_t x, at, total
+        cdef Py_ssize_t x, at
         cdef naddr_t route
-        cdef sockaddr_storage dst
         cdef char srctext[ADDR_TEXT]
         cdef int srcport, srclen, start, i
         cdef bint routed = False
-        cdef uint64_t hv
         e.n = 0
         e.an = 0
-        # Top Via: RFC 3581 received / rport.
-        if m._scan_top_via(&err) < 0:
-            self._reply(m, 400, &err, src)
-            return
-        if m.mf == 0:
-            if span_ieq(m.b, m.sl_method, "ack", 3):
-                self.dropped += 1
-            else:
-                fail(&err, 483, E_MAX_FORWARDS_ZERO, -1)
-                self._reply(m, 483, &err, src)
-            return
         srclen = addr_text(src, srctext, &srcport)
         x = m.top_via.text.off + m.top_via.text.len
         if m.top_via.rport.off >= 0 and m.top_via.rport.len == 0:
@@ -371,37 +584,26 @@ cdef class UdpProxy:
         if m.first[H_ROUTE] >= 0:
             h = &m.hdrs[m.first[H_ROUTE]]
             x = list_element_end(m.b, h.value_off, h.value_off + h.value_len)
-            if x < 0 or scan_naddr(m.b, h.value_off, x, &route, &err, H_ROUTE) < 0:
-                fail(&err, 400, E_MALFORMED, h.value_off, H_ROUTE)
-                self._reply(m, 400, &err, src)
-                return
+            if x < 0 or scan_naddr(m.b, h.value_off, x, &route, err, H_ROUTE) < 0:
+                fail(err, 400, E_MALFORMED, h.value_off, H_ROUTE)
+                return -400
             if self._names_us(m, &route.uri):
                 if fe_pop_element(e, m, H_ROUTE) < 0:
-                    self.dropped += 1
-                    return
+                    fail(err, 500, E_OK, -1)
+                    return -500
                 # the next Route: the rest of this line, or the next line
                 if x < h.value_off + h.value_len:
                     at = skip_lws(m.b, x + 1, h.value_off + h.value_len)
-                    routed = self._route_target(m, at, h.value_off + h.value_len, &dst)
+                    routed = self._route_target(m, at, h.value_off + h.value_len, dst)
                 else:
                     for i in range(m.first[H_ROUTE] + 1, m.nhdr):
                         if m.hdrs[i].hid == H_ROUTE:
                             routed = self._route_target(
                                 m, m.hdrs[i].value_off,
-                                m.hdrs[i].value_off + m.hdrs[i].value_len, &dst)
+                                m.hdrs[i].value_off + m.hdrs[i].value_len, dst)
                             break
             else:
-                routed = self._route_target(m, h.value_off, x, &dst)
-        if not routed:
-            if self.have_next:
-                memcpy(&dst, &self.next_hop, sizeof(sockaddr_storage))
-            elif scan_uri(m.b, m.sl_uri.off, m.sl_uri.off + m.sl_uri.len, &m.ruri, &err, 0) < 0 \
-                    or m.ruri.kind == 0 or self._names_us(m, &m.ruri) \
-                    or addr_from_host(m.b + m.ruri.host.off, m.ruri.host.len,
-                                      m.ruri.port if m.ruri.port > 0 else 5060, &dst) < 0:
-                fail(&err, 404, E_OK, -1)
-                self._reply(m, 404, &err, src)
-                return
+                routed = self._route_target(m, h.value_off, x, dst)
         # Max-Forwards minus one (70 when absent, §16.6 step 3).
         start = e.an
         if m.mf < 0:
@@ -411,25 +613,6 @@ cdef class UdpProxy:
             h = &m.hdrs[m.first[H_MAX_FORWARDS]]
             fe_int(e, m.mf - 1)
             fe_lump(e, h.value_off, h.value_off + h.value_len, start)
-        # Our Via, with a branch derived from the request's own (§16.11).
-        start = e.an
-        fe_put(e, "Via: SIP/2.0/UDP ", 17)
-        fe_put(e, self.host, self.host_len)
-        fe_put(e, ":", 1)
-        fe_int(e, self.port)
-        fe_put(e, ";branch=z9hG4bK", 15)
-        if m.top_via.branch.off >= 0 and m.top_via.branch.len > 7:
-            hv = fnv64(m.b + m.top_via.branch.off, m.top_via.branch.len, 14695981039346656037ULL)
-        else:
-            hv = fnv64(m.b + m.top_via.text.off, m.top_via.text.len, 14695981039346656037ULL)
-            h = &m.hdrs[m.first[H_CALL_ID]]
-            hv = fnv64(m.b + h.value_off, h.value_len, hv)
-            hv = fnv64(m.b + m.sl_uri.off, m.sl_uri.len, hv)
-            hv ^= <uint64_t>m.cseq_num
-        fe_hex64(e, mix64(hv))
-        fe_put(e, ";rport\r\n", 8)
-        at = m.hdrs[m.first[H_VIA]].name_off
-        fe_lump(e, at, at, start)
         if self.record_route and (span_ieq(m.b, m.sl_method, "invite", 6)
                                   or span_ieq(m.b, m.sl_method, "subscribe", 9)
                                   or span_ieq(m.b, m.sl_method, "refer", 5)):
@@ -442,18 +625,48 @@ cdef class UdpProxy:
             at = m.hdrs[m.first[H_RECORD_ROUTE]].name_off if m.first[H_RECORD_ROUTE] >= 0 \
                 else m.hdrs[m.first[H_VIA]].name_off
             fe_lump(e, at, at, start)
+        if routed:
+            return RT_DST
+        if scan_uri(m.b, m.sl_uri.off, m.sl_uri.off + m.sl_uri.len, &m.ruri, err, 0) < 0 \
+                or m.ruri.kind == 0:
+            fail(err, 416, E_OK, -1)
+            return -416
+        if self._names_us(m, &m.ruri):
+            return RT_LOCAL
+        if self.nhops > 0:
+            return RT_STATIC
+        if addr_from_host(m.b + m.ruri.host.off, m.ruri.host.len,
+                          m.ruri.port if m.ruri.port > 0 else 5060, dst) < 0:
+            fail(err, 404, E_OK, -1)
+            return -404
+        return RT_DST
+
+    cdef int _push_via(self, Message m, const char* branch, int blen) noexcept:
+        """Lump: our Via (sent from the send socket) above the top one."""
+        cdef fedit_t* e = &self.ed
+        cdef int start = e.an
+        cdef Py_ssize_t at
+        fe_put(e, "Via: SIP/2.0/UDP ", 17)
+        fe_put(e, self.host, self.host_len)
+        fe_put(e, ":", 1)
+        fe_int(e, self.sport)
+        fe_put(e, ";branch=", 8)
+        fe_put(e, branch, blen)
+        fe_put(e, ";rport\r\n", 8)
+        at = m.hdrs[m.first[H_VIA]].name_off
+        return fe_lump(e, at, at, start)
+
+    cdef Py_ssize_t _apply(self, Message m, char* out) noexcept:
+        """Apply self.ed to m into out (SLOT bytes); the size, -1 on overflow."""
+        cdef fedit_t* e = &self.ed
+        cdef Py_ssize_t total
         if e.n == FE_LUMPS or e.an >= FE_ARENA - 1:
-            self.dropped += 1
-            return
+            return -1
         total = lumps_sort(e.lumps, e.n, m.size)
         if total < 0 or total > SLOT:
-            self.dropped += 1
-            return
-        lumps_apply(m.b, m.size, e.lumps, e.n, e.arena, self._slot())
-        self._queue(total, &dst)
-        self.forwarded_requests += 1
-        if self.ntx == BATCH:
-            self._flush()
+            return -1
+        lumps_apply(m.b, m.size, e.lumps, e.n, e.arena, out)
+        return total
 
     cdef bint _route_target(self, Message m, Py_ssize_t s, Py_ssize_t end,
                             sockaddr_storage* dst) noexcept:
@@ -466,7 +679,473 @@ cdef class UdpProxy:
         return addr_from_host(m.b + na.uri.host.off, na.uri.host.len,
                               na.uri.port if na.uri.port > 0 else 5060, dst) == 0
 
-    cdef void _response(self, Message m) noexcept:
+    cdef bint _check(self, Message m, sockaddr_storage* src, int fd) noexcept:
+        """§16.3 checks common to both modes; False when answered/dropped."""
+        cdef perr_t err
+        if m._scan_top_via(&err) < 0:
+            self._reply(m, 400, &err, src, fd, 0)
+            return False
+        if m.mf == 0:
+            if span_ieq(m.b, m.sl_method, "ack", 3):
+                self.dropped += 1
+            else:
+                fail(&err, 483, E_MAX_FORWARDS_ZERO, -1)
+                self._reply(m, 483, &err, src, fd, 0)
+            return False
+        return True
+
+    cdef void _request(self, Message m, sockaddr_storage* src, int fd) noexcept:
+        if not self._check(m, src, fd):
+            return
+        if self.stateful:
+            self._request_stateful(m, src, fd)
+        else:
+            self._forward_stateless(m, src, fd)
+
+    cdef void _forward_stateless(self, Message m, sockaddr_storage* src, int fd) noexcept:
+        """§16.11: one copy, a branch derived from the request's own."""
+        cdef perr_t err
+        cdef sockaddr_storage dst
+        cdef char br[23]
+        cdef uint64_t hv
+        cdef hdr_t* h
+        cdef Py_ssize_t total
+        cdef int i, kind = self._prepare(m, src, &dst, &err)
+        if kind == RT_LOCAL:
+            if self.nhops > 0:
+                kind = RT_STATIC    # no registrar here: the default route
+            else:
+                fail(&err, 404, E_OK, -1)
+                kind = -404
+        if kind < 0:
+            self._reply(m, -kind, &err, src, fd, 0)
+            return
+        if kind == RT_STATIC:
+            memcpy(&dst, &self.hops[self.rr % self.nhops], sizeof(sockaddr_storage))
+            if not span_ieq(m.b, m.sl_method, "ack", 3) and \
+                    not span_ieq(m.b, m.sl_method, "cancel", 6):
+                self.rr += 1
+        if m.top_via.branch.off >= 0 and m.top_via.branch.len > 7:
+            hv = fnv64(m.b + m.top_via.branch.off, m.top_via.branch.len, 14695981039346656037ULL)
+        else:
+            hv = fnv64(m.b + m.top_via.text.off, m.top_via.text.len, 14695981039346656037ULL)
+            h = &m.hdrs[m.first[H_CALL_ID]]
+            hv = fnv64(m.b + h.value_off, h.value_len, hv)
+            hv = fnv64(m.b + m.sl_uri.off, m.sl_uri.len, hv)
+            hv ^= <uint64_t>m.cseq_num
+        hv = mix64(hv)
+        memcpy(br, b"z9hG4bK", 7)
+        for i in range(16):
+            br[7 + i] = HEXDIGITS[(hv >> (60 - 4 * i)) & 15]
+        self._push_via(m, br, 23)
+        total = self._apply(m, self._slot())
+        if total < 0:
+            self.dropped += 1
+            return
+        self._queue(total, &dst, self.sfd)
+        self.forwarded_requests += 1
+
+    # -- the stateful path ----------------------------------------------------
+
+    cdef void _request_stateful(self, Message m, sockaddr_storage* src, int fd) noexcept:
+        cdef char sentby[ADDR_TEXT + 8]
+        cdef int sl, meth, k
+        cdef span_t br = m.top_via.branch
+        cdef int64_t before = self.t.created, txn
+        if br.off < 0:
+            br.off = 0
+            br.len = 0
+        sl = m.top_via.host.len if m.top_via.host.len < ADDR_TEXT else ADDR_TEXT
+        memcpy(sentby, m.b + m.top_via.host.off, sl)
+        sentby[sl] = 58
+        sl += 1
+        k = m.top_via.port if m.top_via.port > 0 else 5060
+        sl += fmt_int(sentby + sl, k)
+        if span_ieq(m.b, m.sl_method, "invite", 6):
+            meth = TXM_INVITE
+        elif span_ieq(m.b, m.sl_method, "ack", 3):
+            meth = TXM_ACK
+        elif span_ieq(m.b, m.sl_method, "cancel", 6):
+            meth = TXM_CANCEL
+        else:
+            meth = TXM_OTHER + (<int>fnv64(m.b + m.sl_method.off, m.sl_method.len,
+                                            14695981039346656037ULL) & 63)
+        self.t.nacts = 0
+        txn = tx_on_request(&self.t, m.b + br.off, br.len, <const uint8_t*>sentby, sl, meth,
+                            now_ms())
+        if txn >= 0 and self.t.created == before:
+            # matched: a retransmission, or the hop-by-hop ACK of a non-2xx
+            if meth == TXM_ACK:
+                self.acks_absorbed += 1
+            else:
+                self.request_retransmissions += 1
+        self._run(m, src, fd)
+
+    cdef void _run(self, Message m, sockaddr_storage* src, int fd) noexcept:
+        """Carry out the transaction layer's actions (they may add more)."""
+        cdef int i = 0
+        cdef tx_action_t a
+        cdef cstore_t* c
+        cdef bstore_t* b
+        cdef int32_t ci
+        while i < self.t.nacts:
+            a = self.t.acts[i]
+            i += 1
+            ci = <int32_t>(a.txn & 0xffffffffLL) if a.txn >= 0 else -1
+            c = &self.cs[ci] if ci >= 0 else NULL
+            if a.kind == TXA_NEW:
+                self._on_new(m, a.txn, c, src, fd)
+            elif a.kind == TXA_SEND_REQ:
+                b = &c.bs[a.branch]
+                self._send(b.req.p, b.req.len, &b.dst, self.sfd)
+                self.forwarded_requests += 1
+            elif a.kind == TXA_SEND_CANCEL:
+                self._send_cancel_or_ack(c, a.branch, None)
+                self.cancels_sent += 1
+            elif a.kind == TXA_SEND_ACK:
+                self._send_cancel_or_ack(c, a.branch, m)
+                self.acks_sent += 1
+            elif a.kind == TXA_FORWARD:
+                b = &c.bs[a.branch]
+                if buf_set(&c.last, b.resp.p, b.resp.len) < 0:
+                    self.dropped += 1
+                    continue
+                self._send(b.resp.p, b.resp.len, &c.up, c.upfd)
+                self.forwarded_responses += 1
+            elif a.kind == TXA_RESEND:
+                self._send(c.last.p, c.last.len, &c.up, c.upfd)
+                self.resent += 1
+            elif a.kind == TXA_REPLY:
+                self._local_reply(a.txn, c, a.status, a.branch)
+            elif a.kind == TXA_REJECT:
+                self.rejected += 1
+                if m is not None and src != NULL:
+                    self._reply(m, 503, NULL, src, fd, 0)
+            elif a.kind == TXA_UNMATCHED:
+                if m is not None and m.is_req and src != NULL:
+                    self._forward_stateless(m, src, fd)
+                elif m is not None and not m.is_req and 200 <= m.status_code < 300:
+                    self._response_stateless(m)     # a stray 2xx (§16.7 step 1)
+                elif m is not None:
+                    self.dropped += 1
+        self.t.nacts = 0
+
+    cdef void _on_new(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src,
+                      int fd) noexcept:
+        """A new server transaction for request m: remember where answers
+        go and the request itself, then route it and fork (or answer)."""
+        cdef perr_t err
+        cdef sockaddr_storage dst
+        cdef int kind, n = 0, i, port
+        cdef int64_t v
+        c.upfd = fd
+        c.custom = 0
+        c.err.status = 0
+        c.err.code = E_OK
+        c.err.hid = 0
+        # §18.2.2 / RFC 3581: the source address when rport was asked for,
+        # else the source IP with the Via's port.
+        memcpy(&c.up, src, sizeof(sockaddr_storage))
+        if m.top_via.rport.off < 0:
+            port = m.top_via.port if m.top_via.port > 0 else 5060
+            if c.up.ss_family == AF_INET6:
+                (<sockaddr_in6*>&c.up).sin6_port = htons(<uint16_t>port)
+            else:
+                (<sockaddr_in*>&c.up).sin_port = htons(<uint16_t>port)
+        if buf_set(&c.req, <const char*>m.b, m.size) < 0:
+            fail(&c.err, 500, E_OK, -1)
+            tx_reply(&self.t, txn, 500, now_ms())
+            return
+        c.cancel = span_ieq(m.b, m.sl_method, "cancel", 6)
+        if c.cancel:
+            return                  # the 200 (§9.2) follows from the table
+        if self.draining and m.first[H_TO] >= 0 and not self._has_tag(m, &m.hdrs[m.first[H_TO]]):
+            fail(&c.err, 503, E_OK, -1)
+            tx_reply(&self.t, txn, 503, now_ms())
+            return
+        kind = self._prepare(m, src, &dst, &err)
+        if kind == RT_LOCAL:
+            n = self._local(m, txn, c, src)
+            if n == 0:
+                return              # answered here or by the control plane
+            if n == NOT_FOUND:
+                n = 0
+                if self.nhops > 0:
+                    kind = RT_STATIC   # nobody registered: the default route
+        if kind == RT_DST:
+            n = self._branch(m, txn, c, 0, &dst, NULL, 0)
+        elif kind == RT_STATIC:
+            if self.fork:
+                for i in range(self.nhops):
+                    if self._branch(m, txn, c, i, &self.hops[i], NULL, 0) < 0:
+                        n = -1
+                        break
+                    n += 1
+            else:
+                n = self._branch(m, txn, c, 0, &self.hops[self.rr % self.nhops], NULL, 0)
+                self.rr += 1
+        elif kind < 0:
+            memcpy(&c.err, &err, sizeof(perr_t))
+            tx_reply(&self.t, txn, -kind, now_ms())
+            return
+        if n < 0:
+            fail(&c.err, 500, E_OK, -1)
+            tx_reply(&self.t, txn, 500, now_ms())
+            return
+        if n == 0:
+            fail(&c.err, 404, E_OK, -1)
+            tx_reply(&self.t, txn, 404, now_ms())
+            return
+        if tx_fork(&self.t, txn, n, now_ms()) < 0:
+            fail(&c.err, 500, E_OK, -1)
+            tx_reply(&self.t, txn, 500, now_ms())
+
+    cdef int _branch(self, Message m, int64_t txn, cstore_t* c, int b,
+                     const sockaddr_storage* dst, const char* ruri, int ruri_len) noexcept:
+        """Build the copy of m for client branch b into its store: the common
+        edits of _prepare, our Via with the cell's branch and, for a
+        location target, the new Request-URI.  1, or -1 on failure."""
+        cdef fedit_t* e = &self.ed
+        cdef int n0 = e.n, an0 = e.an, i, start
+        cdef char br[SF_BRANCH_LEN]
+        cdef bstore_t* grown
+        cdef Py_ssize_t total
+        cdef char* out = self._slot()
+        if b >= c.nbs:
+            grown = <bstore_t*>realloc(c.bs, TX_MAX_BRANCHES * sizeof(bstore_t))
+            if grown == NULL:
+                return -1
+            memset(grown + c.nbs, 0, (TX_MAX_BRANCHES - c.nbs) * sizeof(bstore_t))
+            c.bs = grown
+            c.nbs = TX_MAX_BRANCHES
+        memcpy(self.saved, e.lumps, n0 * sizeof(lump_t))
+        memcpy(br, b"z9hG4bKsf", 9)
+        for i in range(16):
+            br[9 + i] = HEXDIGITS[(<uint64_t>txn >> (60 - 4 * i)) & 15]
+        br[25] = 46
+        br[26] = HEXDIGITS[(b >> 4) & 15]
+        br[27] = HEXDIGITS[b & 15]
+        self._push_via(m, br, SF_BRANCH_LEN)
+        if ruri != NULL:
+            start = e.an
+            fe_put(e, ruri, ruri_len)
+            fe_lump(e, m.sl_uri.off, m.sl_uri.off + m.sl_uri.len, start)
+        total = self._apply(m, out)
+        memcpy(e.lumps, self.saved, n0 * sizeof(lump_t))
+        e.n = n0
+        e.an = an0
+        if total < 0 or buf_set(&c.bs[b].req, out, total) < 0:
+            return -1
+        memcpy(&c.bs[b].dst, dst, sizeof(sockaddr_storage))
+        return 1
+
+    cdef int _local(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src) noexcept:
+        """A request for this proxy itself: REGISTER to the registrar,
+        OPTIONS answered, others to the location service.  0 when answered
+        here, NOT_FOUND when nobody is registered, else the number of
+        branches built (one per contact), -1 on failure."""
+        cdef sockaddr_storage dst
+        cdef char ip[ADDR_TEXT]
+        cdef int port, n = 0
+        cdef bytes data, resp, uri
+        if span_ieq(m.b, m.sl_method, "options", 7) and m.ruri.user.len <= 0:
+            tx_reply(&self.t, txn, 200, now_ms())
+            return 0
+        if span_ieq(m.b, m.sl_method, "register", 8):
+            if self.on_register is None:
+                tx_reply(&self.t, txn, 405, now_ms())
+                return 0
+            addr_text(src, ip, &port)
+            try:
+                data = PyBytes_FromStringAndSize(<const char*>m.b, m.size)
+                resp = self.on_register(data, (ip.decode(), port))
+                if buf_set(&c.last, PyBytes_AS_STRING(resp), PyBytes_GET_SIZE(resp)) < 0:
+                    raise MemoryError()
+                c.custom = 1
+                tx_reply(&self.t, txn, resp_status(resp), now_ms())
+            except BaseException:
+                c.custom = 0
+                tx_reply(&self.t, txn, 500, now_ms())
+            return 0
+        if self.on_lookup is None:
+            return NOT_FOUND
+        self.lookups += 1
+        try:
+            targets = self.on_lookup(PyBytes_FromStringAndSize(
+                <const char*>m.b + m.sl_uri.off, m.sl_uri.len))
+            for uri, tip, tport in targets[:TX_MAX_BRANCHES]:
+                hb = tip.encode()
+                if addr_from_host(<const uint8_t*>PyBytes_AS_STRING(hb), len(hb), tport,
+                                  &dst) < 0:
+                    continue
+                if self._branch(m, txn, c, n, &dst, PyBytes_AS_STRING(uri), len(uri)) < 0:
+                    return -1
+                n += 1
+        except BaseException:
+            return -1
+        return n if n > 0 else NOT_FOUND
+
+    cdef void _local_reply(self, int64_t txn, cstore_t* c, int status, int branch) noexcept:
+        """TXA_REPLY: a response made here, from the stored request (or the
+        control plane's bytes), remembered for retransmissions."""
+        cdef Message m2 = self.m2
+        cdef perr_t err
+        cdef char* out
+        cdef Py_ssize_t n
+        if c.custom and status >= 200:
+            self._send(c.last.p, c.last.len, &c.up, c.upfd)
+            self.local_replies += 1
+            return
+        m2.b = <const uint8_t*>c.req.p
+        m2.buflen = c.req.len
+        m2._reset()
+        if m2._parse(&err, False, SLOT, DEFAULT_MAX_HEADERS_C, DEFAULT_MAX_LINE_C) < 0:
+            self.dropped += 1
+            return
+        if status == 408 or status == 487:
+            if branch >= 0:
+                self.timeouts += status == 408
+        if c.err.status == status:
+            memcpy(&err, &c.err, sizeof(perr_t))
+        else:
+            fail(&err, status, E_OK, -1)
+        out = self._slot()
+        n = self._build_reply(m2, status, &err, out, txn)
+        if n <= 0:
+            self.dropped += 1
+            return
+        if buf_set(&c.last, out, n) < 0:
+            self.dropped += 1
+            return
+        self._queue(n, &c.up, c.upfd)
+        self.local_replies += 1
+        self.replied += 1
+
+    cdef void _send_cancel_or_ack(self, cstore_t* c, int b, Message resp) noexcept:
+        """CANCEL (resp None, §9.1) or the ACK of a non-2xx final response
+        (§17.1.1.3) for client branch b, built from the request as sent on
+        that branch: its Request-URI, our Via (same branch), Route, From,
+        Call-ID, CSeq number; To from the response for the ACK."""
+        cdef Message m2 = self.m2
+        cdef perr_t err
+        cdef char* out = self._slot()
+        cdef Py_ssize_t w = 0, n
+        cdef int i
+        cdef hdr_t* h
+        cdef bint ack = resp is not None
+        cdef bint via_done = False
+        m2.b = <const uint8_t*>c.bs[b].req.p
+        m2.buflen = c.bs[b].req.len
+        m2._reset()
+        if m2._parse(&err, False, SLOT, DEFAULT_MAX_HEADERS_C, DEFAULT_MAX_LINE_C) < 0:
+            self.dropped += 1
+            return
+        if ack:
+            memcpy(out, b"ACK ", 4)
+            w = 4
+        else:
+            memcpy(out, b"CANCEL ", 7)
+            w = 7
+        memcpy(out + w, m2.b + m2.sl_uri.off, m2.sl_uri.len)
+        w += m2.sl_uri.len
+        memcpy(out + w, b" SIP/2.0\r\n", 10)
+        w += 10
+        for i in range(m2.nhdr):
+            h = &m2.hdrs[i]
+            if h.hid == H_VIA:
+                if via_done:
+                    continue
+                via_done = True
+            elif h.hid == H_TO and ack:
+                h = &resp.hdrs[resp.first[H_TO]]
+                n = h.line_end - h.name_off
+                if w + n + 128 > SLOT:
+                    return
+                memcpy(out + w, resp.b + h.name_off, n)
+                w += n
+                continue
+            elif h.hid == H_CSEQ:
+                memcpy(out + w, b"CSeq: ", 6)
+                w += 6
+                w += fmt_int(out + w, m2.cseq_num)
+                if ack:
+                    memcpy(out + w, b" ACK\r\n", 6)
+                    w += 6
+                else:
+                    memcpy(out + w, b" CANCEL\r\n", 9)
+                    w += 9
+                continue
+            elif h.hid != H_ROUTE and h.hid != H_FROM and h.hid != H_TO \
+                    and h.hid != H_CALL_ID:
+                continue
+            n = h.line_end - h.name_off
+            if w + n + 128 > SLOT:
+                return
+            memcpy(out + w, m2.b + h.name_off, n)
+            w += n
+        memcpy(out + w, b"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n", 39)
+        w += 39
+        self._queue(w, &c.bs[b].dst, self.sfd)
+
+    # -- responses ---------------------------------------------------------------
+
+    cdef bint _via_is_ours(self, Message m, Py_ssize_t* x) noexcept:
+        cdef perr_t err
+        cdef hdr_t* h = &m.hdrs[m.first[H_VIA]]
+        cdef Py_ssize_t vend = h.value_off + h.value_len
+        cdef int port
+        x[0] = list_element_end(m.b, h.value_off, vend)
+        if x[0] < 0 or scan_via(m.b, h.value_off, x[0], &m.top_via, &err) < 0:
+            return False
+        port = m.top_via.port if m.top_via.port > 0 else 5060
+        return (m.top_via.host.len == self.host_len
+                and memcmp(m.b + m.top_via.host.off, self.host, self.host_len) == 0
+                and (port == self.port or port == self.sport))
+
+    cdef void _response(self, Message m, int fd) noexcept:
+        cdef Py_ssize_t x
+        cdef int64_t txn
+        cdef int b
+        cdef int32_t ci
+        cdef cstore_t* c
+        cdef fedit_t* e = &self.ed
+        cdef Py_ssize_t total
+        if not self._via_is_ours(m, &x):
+            self.dropped += 1           # not ours (§16.7 step 1 / §18.1.2)
+            return
+        if not self.stateful or m.top_via.branch.off < 0 or parse_sf_branch(
+                m.b + m.top_via.branch.off, m.top_via.branch.len, &txn, &b) < 0:
+            self._response_stateless(m)
+            return
+        ci = tx_cell_of(&self.t, txn)
+        if ci < 0 or b >= self.cs[ci].nbs:
+            if 200 <= m.status_code < 300:
+                self._response_stateless(m)     # a late 2xx retransmission
+            else:
+                self.dropped += 1
+            return
+        c = &self.cs[ci]
+        self.t.nacts = 0
+        if span_ieq(m.b, m.cseq_meth, "cancel", 6):
+            tx_on_cancel_response(&self.t, txn, b, m.status_code, now_ms())
+            self._run(m, NULL, fd)
+            return
+        # Keep this branch's response (our Via popped) for the decision.
+        e.n = 0
+        e.an = 0
+        if fe_pop_element(e, m, H_VIA) < 0:
+            self.dropped += 1
+            return
+        total = self._apply(m, self._slot())
+        if total < 0 or buf_set(&c.bs[b].resp, self._slot(), total) < 0:
+            self.dropped += 1
+            return
+        tx_on_response(&self.t, txn, b, m.status_code, now_ms())
+        self._run(m, NULL, fd)
+
+    cdef void _response_stateless(self, Message m) noexcept:
+        """Pop our Via (top_via scanned) and send to the next Via's
+        received/rport or sent-by (§16.11, §18.2.2)."""
         cdef fedit_t* e = &self.ed
         cdef perr_t err
         cdef hdr_t* h
@@ -481,12 +1160,6 @@ cdef class UdpProxy:
         h = &m.hdrs[m.first[H_VIA]]
         vend = h.value_off + h.value_len
         x = list_element_end(m.b, h.value_off, vend)
-        if x < 0 or scan_via(m.b, h.value_off, x, &m.top_via, &err) < 0 \
-                or m.top_via.host.len != self.host_len \
-                or memcmp(m.b + m.top_via.host.off, self.host, self.host_len) != 0 \
-                or (m.top_via.port if m.top_via.port > 0 else 5060) != self.port:
-            self.dropped += 1           # not ours (§16.7 step 1 / §18.1.2)
-            return
         # The next Via: after a comma on this line, or the next Via line.
         s = -1
         if x < vend:
@@ -516,34 +1189,47 @@ cdef class UdpProxy:
         if fe_pop_element(e, m, H_VIA) < 0:
             self.dropped += 1
             return
-        x = lumps_sort(e.lumps, e.n, m.size)
-        if x < 0 or x > SLOT:
+        x = self._apply(m, self._slot())
+        if x < 0:
             self.dropped += 1
             return
-        lumps_apply(m.b, m.size, e.lumps, e.n, e.arena, self._slot())
-        self._queue(x, &dst)
+        self._queue(x, &dst, self.fd)
         self.forwarded_responses += 1
-        if self.ntx == BATCH:
-            self._flush()
+
+    # -- answers made here ------------------------------------------------------
 
     cdef void _reply(self, Message m, int status, perr_t* err,
-                     sockaddr_storage* src) noexcept:
-        """Answer a request ourselves (400 with the reason, 483, 404): its
-        Via, From, To (tag added), Call-ID and CSeq lines copied, sent back
-        to where it came from (RFC 3581 symmetric response)."""
-        cdef fedit_t* e = &self.ed
-        cdef char* out = self._slot()
+                     sockaddr_storage* src, int fd, int64_t tagv) noexcept:
+        """Answer request m statelessly (400 with the reason, 483, 404,
+        503), sent back to where it came from (RFC 3581 symmetric
+        response)."""
+        cdef perr_t e2
+        cdef Py_ssize_t n
+        if m.sl_method.len == 3 and memcmp(m.b + m.sl_method.off, b"ACK", 3) == 0:
+            self.dropped += 1               # an ACK is never answered
+            return
+        if err == NULL:
+            fail(&e2, status, E_OK, -1)
+            err = &e2
+        n = self._build_reply(m, status, err, self._slot(), tagv)
+        if n <= 0:
+            self.dropped += 1
+            return
+        self._queue(n, src, fd)
+        self.replied += 1
+
+    cdef Py_ssize_t _build_reply(self, Message m, int status, perr_t* err, char* out,
+                                 int64_t tagv) noexcept:
+        """A response to m into out: its Via, From, To (our tag added to a
+        final answer), Call-ID and CSeq lines (§8.2.6), the reason from err,
+        Retry-After on a 503; 0 when m has no Via."""
         cdef Py_ssize_t w = 0, n
         cdef int i
         cdef hdr_t* h
         cdef bint have_via = False
         cdef char reason[128]
-        cdef int rl = format_reason(err, reason, 128)
-        e.n = 0
-        e.an = 0
-        if m.sl_method.len == 3 and memcmp(m.b + m.sl_method.off, b"ACK", 3) == 0:
-            self.dropped += 1               # an ACK is never answered
-            return
+        cdef int rl = status_reason(err, status, reason, 128)
+        cdef uint64_t tv = mix64(<uint64_t>tagv ^ self.tag_salt)
         memcpy(out, b"SIP/2.0 ", 8)
         w = 8
         out[w] = <char>(48 + status // 100)
@@ -557,10 +1243,10 @@ cdef class UdpProxy:
         w += 2
         for i in range(m.nhdr):
             h = &m.hdrs[i]
-            if h.hid < H_VIA or h.hid > H_CSEQ:
+            if (h.hid < H_VIA or h.hid > H_CSEQ) and not (h.hid == H_TIMESTAMP and status == 100):
                 continue
             n = h.line_end - h.name_off
-            if w + n + 64 > SLOT:
+            if w + n + 128 > SLOT:
                 break
             if h.hid == H_VIA:
                 have_via = True
@@ -571,6 +1257,9 @@ cdef class UdpProxy:
                 w += n
                 memcpy(out + w, b";tag=sf", 7)
                 w += 7
+                for i in range(8):
+                    out[w + i] = HEXDIGITS[(tv >> (60 - 4 * i)) & 15]
+                w += 8
                 n = h.line_end - (h.value_off + h.value_len)
                 memcpy(out + w, m.b + h.value_off + h.value_len, n)
                 w += n
@@ -578,14 +1267,17 @@ cdef class UdpProxy:
             memcpy(out + w, m.b + h.name_off, n)
             w += n
         if not have_via:
-            self.dropped += 1
-            return
-        memcpy(out + w, b"Content-Length: 0\r\n\r\n", 21)
-        w += 21
-        self._queue(w, src)
-        self.replied += 1
-        if self.ntx == BATCH:
-            self._flush()
+            return 0
+        if status == 503:
+            memcpy(out + w, b"Retry-After: 5\r\n", 16)
+            w += 16
+        elif status == 405 or (status == 200 and span_ieq(m.b, m.sl_method, "options", 7)):
+            n = <Py_ssize_t>strlen(ALLOW_LINE)
+            memcpy(out + w, ALLOW_LINE, n)
+            w += n
+        memcpy(out + w, b"Server: sipfast\r\nContent-Length: 0\r\n\r\n", 38)
+        w += 38
+        return w
 
     cdef bint _has_tag(self, Message m, hdr_t* h) noexcept:
         cdef naddr_t na
@@ -593,6 +1285,71 @@ cdef class UdpProxy:
         if scan_naddr(m.b, h.value_off, h.value_off + h.value_len, &na, &err, H_TO, False) < 0:
             return False
         return na.tag.off >= 0
+
+
+cdef inline int fmt_int(char* out, int64_t v) noexcept nogil:
+    """v (>= 0) in decimal at out; the number of digits."""
+    cdef char tmp[24]
+    cdef int i = 24, n
+    if v < 0:
+        v = 0
+    while True:
+        i -= 1
+        tmp[i] = <char>(48 + v % 10)
+        v //= 10
+        if v == 0:
+            break
+    n = 24 - i
+    memcpy(out, tmp + i, n)
+    return n
+
+
+cdef int resp_status(bytes resp) except -1:
+    """The status code of a response datagram built by the control plane."""
+    if len(resp) < 12 or not resp.startswith(b"SIP/2.0 "):
+        raise ValueError("not a response")
+    return int(resp[8:11])
+
+
+cdef int status_reason(perr_t* err, int status, char* out, int cap) noexcept nogil:
+    """The reason phrase: the parse error's for a 400, else the status's."""
+    cdef const char* fixed = NULL
+    cdef int k
+    if err != NULL and err.code != E_OK and err.code != E_MAX_FORWARDS_ZERO:
+        return format_reason(err, out, cap)
+    if status == 100:
+        fixed = "Trying"
+    elif status == 200:
+        fixed = "OK"
+    elif status == 404:
+        fixed = "Not Found"
+    elif status == 405:
+        fixed = "Method Not Allowed"
+    elif status == 408:
+        fixed = "Request Timeout"
+    elif status == 416:
+        fixed = "Unsupported URI Scheme"
+    elif status == 420:
+        fixed = "Bad Extension"
+    elif status == 480:
+        fixed = "Temporarily Unavailable"
+    elif status == 482:
+        fixed = "Loop Detected"
+    elif status == 483:
+        fixed = "Too Many Hops"
+    elif status == 487:
+        fixed = "Request Terminated"
+    elif status == 500:
+        fixed = "Server Internal Error"
+    elif status == 503:
+        fixed = "Service Unavailable"
+    elif err != NULL:
+        return format_reason(err, out, cap)
+    else:
+        fixed = "Unknown"
+    k = <int>strlen(fixed)
+    memcpy(out, fixed, min(k, cap))
+    return min(k, cap)
 
 
 cdef int format_reason(perr_t* err, char* out, int cap) noexcept nogil:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -66,27 +67,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
-    """Run the proxy (this version: stateless, UDP)."""
+    """Run the proxy (UDP; transaction stateful unless --stateless)."""
     from sipfast.roles import proxy
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
     try:
         listens = [proxy.parse_listen(spec) for spec in args.listen]
-        next_hop = proxy.parse_next_hop(args.route) if args.route else None
+        next_hops = [proxy.parse_next_hop(uri) for uri in args.route or ()]
     except ValueError as exc:
         print(f"sipfast proxy: {exc}", file=sys.stderr)
         return 2
+    problems = []
     if any(lst.transport != "udp" for lst in listens):
-        print("sipfast proxy: only udp listeners are implemented so far", file=sys.stderr)
+        problems.append("only udp listeners are implemented so far")
+    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    if workers < 1:
+        problems.append("--workers must be at least 1")
+    if len(next_hops) > 16:
+        problems.append("at most 16 --route next hops")
+    if args.fork and args.stateless:
+        problems.append("--fork needs transaction state: drop --stateless")
+    if args.fork and len(next_hops) < 2:
+        problems.append("--fork needs two or more --route next hops")
+    for name in ("t1", "t2", "t4", "timer_c", "timer_d", "max_transactions"):
+        if getattr(args, name) <= 0:
+            problems.append(f"--{name.replace('_', '-')} must be positive")
+    if args.t2 < args.t1:
+        problems.append("--t2 must be at least --t1")
+    if problems:
+        for p in problems:
+            print(f"sipfast proxy: {p}", file=sys.stderr)
         return 2
-    if not args.stateless:
-        print("sipfast proxy: only stateless forwarding is implemented so far: "
-              "add --stateless", file=sys.stderr)
-        return 2
-    if args.workers < 1:
-        print("sipfast proxy: --workers must be at least 1", file=sys.stderr)
-        return 2
-    return proxy.run(listens, next_hop, args.record_route, args.workers)
+    opts = proxy.Options(
+        listens=listens, next_hops=next_hops, record_route=args.record_route,
+        stateless=args.stateless, fork=args.fork, workers=workers,
+        max_transactions=args.max_transactions, t1=args.t1, t2=args.t2, t4=args.t4,
+        timer_c=args.timer_c, timer_d=args.timer_d, drain_timeout=args.drain_timeout,
+        registrar=not args.no_registrar)
+    return proxy.run(opts)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,14 +126,35 @@ def build_parser() -> argparse.ArgumentParser:
     px = sub.add_parser("proxy", help="run a SIP proxy")
     px.add_argument("--listen", action="append", required=True, metavar="udp:HOST:PORT",
                     help="address to serve (repeatable; IPv6 as udp:[::1]:5060)")
-    px.add_argument("--route", metavar="sip:HOST:PORT",
-                    help="static next hop for requests without a Route to follow")
+    px.add_argument("--route", action="append", metavar="sip:HOST:PORT",
+                    help="static next hop for requests without a Route to follow "
+                         "(repeatable: round robin, or all at once with --fork)")
+    px.add_argument("--fork", action="store_true",
+                    help="fork each new request to every --route next hop in parallel "
+                         "(RFC 3261 §16.7: best answer wins, a 2xx cancels the rest)")
     px.add_argument("--stateless", action="store_true",
-                    help="forward statelessly (RFC 3261 §16.11)")
+                    help="forward statelessly (RFC 3261 §16.11); default: transaction stateful")
     px.add_argument("--record-route", action="store_true",
                     help="add Record-Route to dialog-creating requests")
-    px.add_argument("--workers", type=int, default=1, metavar="N",
-                    help="processes sharing the port with SO_REUSEPORT (default 1)")
+    px.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="processes sharing the port with SO_REUSEPORT (default: one per core)")
+    px.add_argument("--max-transactions", type=int, default=65536, metavar="N",
+                    help="transaction table size per worker; beyond it new requests get "
+                         "503 (default 65536)")
+    px.add_argument("--t1", type=int, default=500, metavar="MS",
+                    help="RFC 3261 T1, the round-trip estimate (default 500)")
+    px.add_argument("--t2", type=int, default=4000, metavar="MS",
+                    help="T2, the cap of non-INVITE retransmission intervals (default 4000)")
+    px.add_argument("--t4", type=int, default=5000, metavar="MS",
+                    help="T4, how long a message may stay in the network (default 5000)")
+    px.add_argument("--timer-c", type=int, default=180000, metavar="MS",
+                    help="Timer C, the INVITE proceeding timeout (default 180000)")
+    px.add_argument("--timer-d", type=int, default=32000, metavar="MS",
+                    help="Timer D, the wait for response retransmissions (default 32000)")
+    px.add_argument("--drain-timeout", type=float, default=32.0, metavar="S",
+                    help="on SIGTERM, how long to let transactions in flight finish")
+    px.add_argument("--no-registrar", action="store_true",
+                    help="do not answer REGISTER (405) nor look up registered users")
     px.add_argument("--log-level", default="info",
                     choices=["debug", "info", "warning", "error"])
     px.set_defaults(func=cmd_proxy)

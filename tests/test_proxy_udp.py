@@ -53,7 +53,7 @@ def test_request_and_response_are_forwarded_with_rfc3261_edits() -> None:
     callee = udp()
     caller = udp()
     cport, eport = caller.getsockname()[1], callee.getsockname()[1]
-    with proxy("--route", f"sip:127.0.0.1:{eport}", "--record-route") as (pport, proc):
+    with proxy("--route", f"sip:127.0.0.1:{eport}", "--record-route", "--workers", "1") as (pport, proc):
         caller.sendto(invite(cport, pport), ("127.0.0.1", pport))
         data, addr = callee.recvfrom(65535)
         fwd = parse(data)
@@ -131,7 +131,8 @@ def test_ipv6_request_and_response() -> None:
         s.bind(("::1", 0))
         s.settimeout(5)
     cport, eport = caller.getsockname()[1], callee.getsockname()[1]
-    with proxy("--route", f"sip:[::1]:{eport}", "--record-route", host="::1") as (pport, _):
+    with proxy("--route", f"sip:[::1]:{eport}", "--record-route", "--workers", "1",
+               host="::1") as (pport, _):
         req = invite(cport, pport).replace(b"127.0.0.1", b"[::1]")
         caller.sendto(req, ("::1", pport))
         data, addr = callee.recvfrom(65535)

@@ -2,9 +2,11 @@
 
 Python opens and binds the sockets, registers the compiled loop
 (:class:`sipfast._core.UdpProxy`) on the asyncio event loop with
-``add_reader`` and handles signals; every datagram is handled in C.  This
-version forwards statelessly over UDP (RFC 3261 §16.11); transactions,
-TCP and the registrar come next.
+``add_reader``, drives the transaction timers, answers REGISTER and
+location look-ups (the only calls from C into Python, once per
+registration and once per call to a registered user) and handles signals
+and the graceful stop.  Every other datagram is handled in C: stateful
+(RFC 3261 §16-17, the default) or stateless (§16.11, ``--stateless``).
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import os
 import signal
 import socket
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from sipfast._core import UdpProxy, parse_uri
 
 log = logging.getLogger("sipfast.proxy")
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 @dataclass(frozen=True)
@@ -71,8 +75,9 @@ def parse_next_hop(uri: str) -> tuple[str, int]:
     return host, u.port or 5060
 
 
-def open_udp(listen: Listen, reuse_port: bool) -> socket.socket:
-    """A bound non-blocking UDP socket with large buffers."""
+def open_udp(listen: Listen, reuse_port: bool, port: int | None = None) -> socket.socket:
+    """A bound non-blocking UDP socket with large buffers (on ``port``
+    instead of the listener's when given; 0 picks a free one)."""
     sock = socket.socket(listen.family, socket.SOCK_DGRAM)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -81,30 +86,124 @@ def open_udp(listen: Listen, reuse_port: bool) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
         except OSError:
             pass
-    sock.bind((listen.host, listen.port))
+    sock.bind((listen.host, listen.port if port is None else port))
     sock.setblocking(False)
     return sock
 
 
-async def serve(listens: list[Listen], next_hop: tuple[str, int] | None,
-                record_route: bool, reuse_port: bool = False) -> dict[str, int]:
-    """Run the stateless proxy until SIGTERM/SIGINT; returns the counters."""
+@dataclass
+class Options:
+    """What `sipfast proxy` was asked to do (the command line, parsed)."""
+
+    listens: list[Listen]
+    next_hops: list[tuple[str, int]] = field(default_factory=list)
+    record_route: bool = False
+    stateless: bool = False
+    fork: bool = False
+    workers: int = 1
+    max_transactions: int = 65536
+    t1: int = 500
+    t2: int = 4000
+    t4: int = 5000
+    timer_c: int = 180000
+    timer_d: int = 32000
+    drain_timeout: float = 32.0
+    registrar: bool = True
+
+
+def contact_targets(uris: list[str]) -> list[tuple[bytes, str, int]]:
+    """Contact URIs -> (uri, ip, port) targets the compiled loop can send
+    to; contacts whose host is not an IP literal are skipped (no DNS in the
+    hot path)."""
+    out = []
+    for uri in uris:
+        try:
+            u = parse_uri(uri)
+        except ValueError:
+            continue
+        host = (u.host or "").strip("[]")
+        try:
+            socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        except OSError:
+            continue
+        out.append((uri.encode(), host, u.port or 5060))
+    return out
+
+
+def make_location() -> tuple[Callable[[bytes, tuple[str, int]], bytes] | None,
+                             Callable[[bytes], list[tuple[bytes, str, int]]] | None,
+                             object]:
+    """The registrar callbacks for the compiled loop, or (None, None, None)
+    when the location service is not available."""
+    try:
+        from sipfast.core.location import Location
+    except ImportError:
+        return None, None, None
+    loc = Location()
+
+    def lookup(ruri: bytes) -> list[tuple[bytes, str, int]]:
+        return contact_targets(loc.lookup(Location.aor_of(ruri.decode("utf-8", "replace"))))
+
+    return loc.register, lookup, loc
+
+
+async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
+    """Run the proxy until SIGTERM/SIGINT, then stop taking new calls and
+    let the transactions in flight finish (``drain_timeout`` at most);
+    returns the counters."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    socks, proxies = [], []
+    # run() blocks these around fork() so that a worker cannot be killed by
+    # a stop signal that arrives before its handlers are in place.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    on_register = on_lookup = None
+    if not opts.stateless and opts.registrar:
+        on_register, on_lookup, _ = make_location()
+    socks: list[socket.socket] = []
+    proxies: list[UdpProxy] = []
+    timer: asyncio.TimerHandle | None = None
     try:
-        for lst in listens:
+        for lst in opts.listens:
             sock = open_udp(lst, reuse_port)
             socks.append(sock)
-            proxy = UdpProxy(sock.fileno(), lst.host, lst.port, next_hop, record_route)
+            send_fd, send_port = -1, 0
+            if reuse_port:
+                # This worker's own socket: forwarded requests leave from it
+                # and name it in their Via, so responses come back here.
+                own = open_udp(lst, False, port=0)
+                socks.append(own)
+                send_fd, send_port = own.fileno(), own.getsockname()[1]
+            proxy = UdpProxy(
+                sock.fileno(), lst.host, lst.port, opts.next_hops, opts.record_route,
+                stateful=not opts.stateless, fork=opts.fork, send_fd=send_fd,
+                send_port=send_port, max_transactions=opts.max_transactions,
+                t1=opts.t1, t2=opts.t2, t4=opts.t4, timer_c=opts.timer_c,
+                timer_d=opts.timer_d, on_register=on_register, on_lookup=on_lookup)
             proxies.append(proxy)
             loop.add_reader(sock.fileno(), proxy.on_readable)
+            if send_fd >= 0:
+                loop.add_reader(send_fd, proxy.on_send_readable)
             log.info("listening on udp:%s:%d (pid %d)", lst.host, lst.port, os.getpid())
+        if not opts.stateless:
+            def tick() -> None:
+                nonlocal timer
+                for p in proxies:
+                    p.on_timer()
+                timer = loop.call_later(0.01, tick)
+            tick()
         print("sipfast proxy ready", file=sys.stderr, flush=True)
         await stop.wait()
+        if not opts.stateless:
+            for p in proxies:
+                p.drain()
+            deadline = loop.time() + opts.drain_timeout
+            while loop.time() < deadline and any(p.pending() for p in proxies):
+                await asyncio.sleep(0.05)
     finally:
+        if timer is not None:
+            timer.cancel()
         for sock in socks:
             loop.remove_reader(sock.fileno())
             sock.close()
@@ -115,20 +214,20 @@ async def serve(listens: list[Listen], next_hop: tuple[str, int] | None,
     return totals
 
 
-def run(listens: list[Listen], next_hop: tuple[str, int] | None, record_route: bool,
-        workers: int) -> int:
-    """Run in this process, or fork ``workers`` processes sharing the port
-    with SO_REUSEPORT; returns the exit code."""
-    if workers <= 1:
-        stats = asyncio.run(serve(listens, next_hop, record_route))
+def run(opts: Options) -> int:
+    """Run in this process, or fork ``opts.workers`` processes sharing the
+    port with SO_REUSEPORT; returns the exit code."""
+    if opts.workers <= 1:
+        stats = asyncio.run(serve(opts))
         print(f"sipfast proxy stopped: {json.dumps(stats)}", file=sys.stderr, flush=True)
         return 0
     children = []
-    for _ in range(workers):
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    for _ in range(opts.workers):
         pid = os.fork()
         if pid == 0:
             try:
-                stats = asyncio.run(serve(listens, next_hop, record_route, reuse_port=True))
+                stats = asyncio.run(serve(opts, reuse_port=True))
                 print(f"sipfast proxy worker {os.getpid()} stopped: {json.dumps(stats)}",
                       file=sys.stderr, flush=True)
             finally:
@@ -144,6 +243,7 @@ def run(listens: list[Listen], next_hop: tuple[str, int] | None, record_route: b
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     code = 0
     for pid in children:
         _, status = os.waitpid(pid, 0)

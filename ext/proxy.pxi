@@ -768,8 +768,10 @@ cdef class UdpProxy:
         elif span_ieq(m.b, m.sl_method, "cancel", 6):
             meth = TXM_CANCEL
         else:
-            meth = TXM_OTHER + (<int>fnv64(m.b + m.sl_method.off, m.sl_method.len,
-                                            14695981039346656037ULL) & 63)
+            # other methods: a small hash of the name keeps BYE and OPTIONS
+            # of the same branch apart (§17.2.3 matches the method too)
+            meth = TXM_OTHER + <int>(fnv64(m.b + m.sl_method.off, m.sl_method.len,
+                                           14695981039346656037ULL) & 63)
         self.t.nacts = 0
         txn = tx_on_request(&self.t, m.b + br.off, br.len, <const uint8_t*>sentby, sl, meth,
                             now_ms())

@@ -53,7 +53,8 @@ def test_request_and_response_are_forwarded_with_rfc3261_edits() -> None:
     callee = udp()
     caller = udp()
     cport, eport = caller.getsockname()[1], callee.getsockname()[1]
-    with proxy("--route", f"sip:127.0.0.1:{eport}", "--record-route", "--workers", "1") as (pport, proc):
+    with proxy("--route", f"sip:127.0.0.1:{eport}", "--record-route",
+               "--workers", "1") as (pport, proc):
         caller.sendto(invite(cport, pport), ("127.0.0.1", pport))
         data, addr = callee.recvfrom(65535)
         fwd = parse(data)

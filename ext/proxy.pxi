@@ -229,6 +229,8 @@ cdef enum:
     RT_STATIC = 1       # to the static next hop(s)
     RT_LOCAL = 2        # the Request-URI names this proxy: registrar / location
 
+cdef int H_PROXY_REQUIRE = header_id(<const uint8_t*>b"proxy-require", 13)
+
 cdef enum:
     NOT_FOUND = -2      # _local: no registered contact
     MAX_HOPS = 16       # static next hops (--route)
@@ -633,7 +635,13 @@ cdef class UdpProxy:
             return -416
         if self._names_us(m, &m.ruri):
             return RT_LOCAL
-        if self.nhops > 0:
+        # An in-dialog request (To tag) goes to its remote target, the
+        # Request-URI (§16.12 loose routing); the static next hops are for
+        # the requests that start something.
+        if self.nhops > 0 and not (m.first[H_TO] >= 0 and self._has_tag(m, &m.hdrs[m.first[H_TO]])
+                                   and addr_from_host(m.b + m.ruri.host.off, m.ruri.host.len,
+                                                      m.ruri.port if m.ruri.port > 0 else 5060,
+                                                      dst) == 0):
             return RT_STATIC
         if addr_from_host(m.b + m.ruri.host.off, m.ruri.host.len,
                           m.ruri.port if m.ruri.port > 0 else 5060, dst) < 0:
@@ -692,6 +700,13 @@ cdef class UdpProxy:
                 fail(&err, 483, E_MAX_FORWARDS_ZERO, -1)
                 self._reply(m, 483, &err, src, fd, 0)
             return False
+        if H_PROXY_REQUIRE > 0 and m.first[H_PROXY_REQUIRE] >= 0 \
+                and not span_ieq(m.b, m.sl_method, "ack", 3) \
+                and not span_ieq(m.b, m.sl_method, "cancel", 6):
+            # §16.3 step 5: no proxy extension is supported here
+            fail(&err, 420, E_OK, -1)
+            self._reply(m, 420, &err, src, fd, 0)
+            return False
         return True
 
     cdef void _request(self, Message m, sockaddr_storage* src, int fd) noexcept:
@@ -721,10 +736,11 @@ cdef class UdpProxy:
             self._reply(m, -kind, &err, src, fd, 0)
             return
         if kind == RT_STATIC:
-            memcpy(&dst, &self.hops[self.rr % self.nhops], sizeof(sockaddr_storage))
-            if not span_ieq(m.b, m.sl_method, "ack", 3) and \
-                    not span_ieq(m.b, m.sl_method, "cancel", 6):
-                self.rr += 1
+            # no state to remember the choice: pick the hop by Call-ID, so a
+            # retransmission, the CANCEL and the ACK follow the INVITE
+            h = &m.hdrs[m.first[H_CALL_ID]]
+            hv = fnv64(m.b + h.value_off, h.value_len, 14695981039346656037ULL)
+            memcpy(&dst, &self.hops[hv % <uint64_t>self.nhops], sizeof(sockaddr_storage))
         if m.top_via.branch.off >= 0 and m.top_via.branch.len > 7:
             hv = fnv64(m.b + m.top_via.branch.off, m.top_via.branch.len, 14695981039346656037ULL)
         else:
@@ -1245,6 +1261,15 @@ cdef class UdpProxy:
         w += 2
         for i in range(m.nhdr):
             h = &m.hdrs[i]
+            if status == 420 and h.hid == H_PROXY_REQUIRE and w + h.value_len + 160 < SLOT:
+                # §20.40: the extensions not supported, as asked
+                memcpy(out + w, b"Unsupported: ", 13)
+                w += 13
+                memcpy(out + w, m.b + h.value_off, h.value_len)
+                w += h.value_len
+                memcpy(out + w, b"\r\n", 2)
+                w += 2
+                continue
             if (h.hid < H_VIA or h.hid > H_CSEQ) and not (h.hid == H_TIMESTAMP and status == 100):
                 continue
             n = h.line_end - h.name_off

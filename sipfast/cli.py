@@ -151,8 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Timer C, the INVITE proceeding timeout (default 180000)")
     px.add_argument("--timer-d", type=int, default=32000, metavar="MS",
                     help="Timer D, the wait for response retransmissions (default 32000)")
-    px.add_argument("--drain-timeout", type=float, default=32.0, metavar="S",
-                    help="on SIGTERM, how long to let transactions in flight finish")
+    px.add_argument("--drain-timeout", type=float, default=5.0, metavar="S",
+                    help="on SIGTERM, how long at most to let transactions in flight get "
+                         "their final answer, new calls getting 503 meanwhile (default 5)")
     px.add_argument("--no-registrar", action="store_true",
                     help="do not answer REGISTER (405) nor look up registered users")
     px.add_argument("--log-level", default="info",

@@ -107,7 +107,7 @@ class Options:
     t4: int = 5000
     timer_c: int = 180000
     timer_d: int = 32000
-    drain_timeout: float = 32.0
+    drain_timeout: float = 5.0
     registrar: bool = True
 
 

@@ -15,25 +15,32 @@ cd "$(dirname "$0")"
 ROOT=$PWD
 VENV=$ROOT/.venv
 export PATH="$VENV/bin:$PATH"
-APT_PACKAGES=(gcc python3-dev python3-venv sip-tester)
+APT_PACKAGES=(gcc python3-dev python3-venv sip-tester kamailio baresip-core tshark)
+# program -> Debian package, for the tools the tests run (the e2e tests fail, not
+# skip, when one is missing): SIPp, Kamailio 5.6 as a neighbouring proxy, baresip
+# as a real user agent, dumpcap (package tshark) for the loopback captures.
+TOOLS=(sipp:sip-tester kamailio:kamailio baresip:baresip-core dumpcap:tshark gcc:gcc)
 
 log() { printf '\033[1m[dev.sh]\033[0m %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else die "need root for: $*"; fi; }
 
+have() { command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+
 setup_apt() {
-    local missing=()
-    command -v sipp >/dev/null || missing+=(sip-tester)
-    command -v gcc >/dev/null || missing+=(gcc)
+    local missing=() t
+    for t in "${TOOLS[@]}"; do have "${t%%:*}" || missing+=("${t#*:}"); done
     if [ ${#missing[@]} -gt 0 ]; then
         command -v apt-get >/dev/null || die "apt-get not found; install: ${missing[*]}"
         log "installing Debian packages: ${missing[*]}"
         as_root apt-get update -qq
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
-    command -v sipp >/dev/null || die "sipp still missing after apt-get install sip-tester"
     command -v gcc >/dev/null || die "gcc still missing: no C compiler, sipfast cannot be built"
+    for t in "${TOOLS[@]}"; do
+        have "${t%%:*}" || die "${t%%:*} still missing after apt-get install ${t#*:}"
+    done
 }
 
 find_python() {

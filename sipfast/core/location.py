@@ -496,7 +496,9 @@ class Location:
         requested: dict[BindingKey, tuple[NameAddr, int, float]] = {}
         for contact in msg.contacts:
             interval = self._interval(contact, header_expires)
-            requested[binding_key(contact.uri)] = (contact, interval, _qvalue(contact))
+            key = binding_key(contact.uri)
+            requested.pop(key, None)  # a repeated contact counts at its last place
+            requested[key] = (contact, interval, _qvalue(contact))
 
         # Step 7 on a tentative copy, committed only when every update passes.
         tentative = dict(current)

@@ -736,3 +736,10 @@ def test_property_matches_model(ops: list[tuple]) -> None:
             assert len(loc.lookup(aor)) <= MAX_CONTACTS
         for bindings in loc.snapshot().values():
             assert all(1 <= b["expires_in"] <= 3600 for b in bindings)
+
+
+def test_granted_interval_is_exact_on_a_real_clock_value() -> None:
+    # (now + 3600) - now is 3600.0000000009313 in floating point for this now.
+    loc = Location(clock=lambda: 8385161.772947668)
+    reply = send(loc, register(expires=3600))
+    assert reply.contacts == [("sip:bob@192.0.2.4", 3600)]

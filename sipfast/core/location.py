@@ -123,7 +123,9 @@ class Binding:
 
     def expires_in(self, now: float) -> int:
         """Whole seconds left at ``now`` (rounded up; 0 once lapsed)."""
-        return max(0, math.ceil(self.expires_at - now))
+        # Rounded first: (now + 3600) - now is not always exactly 3600.0 in
+        # floating point, and a fresh binding must show the interval granted.
+        return max(0, math.ceil(round(self.expires_at - now, 6)))
 
     @property
     def next_hop(self) -> tuple[str, int] | None:

@@ -743,3 +743,33 @@ def test_granted_interval_is_exact_on_a_real_clock_value() -> None:
     loc = Location(clock=lambda: 8385161.772947668)
     reply = send(loc, register(expires=3600))
     assert reply.contacts == [("sip:bob@192.0.2.4", 3600)]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 400), st.integers(0, 8), st.binary(max_size=12)),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_property_mutated_register_gets_an_answer_never_an_error(
+    edits: list[tuple[int, int, bytes]],
+) -> None:
+    data = bytearray(
+        register(
+            ['"B" <sip:bob@192.0.2.4;transport=udp>;q=0.5;expires=90', "sip:b@192.0.2.5"],
+            expires=600,
+            extra=("Supported: path",),
+        )
+    )
+    for at, cut, insert in edits:
+        at = min(at, len(data))
+        data[at : at + cut] = insert
+    loc = Location()
+    raw = loc.register(bytes(data), SOURCE)
+    assert isinstance(raw, bytes)
+    assert loc.internal_errors == 0
+    if raw:
+        assert raw.startswith(b"SIP/2.0 ")
+        assert not raw.startswith(b"SIP/2.0 500")  # no CSeq history: a 500 is a bug

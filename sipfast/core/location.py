@@ -287,6 +287,8 @@ class Location:
         self._aors: dict[str, dict[BindingKey, Binding]] = {}
         self._recent: OrderedDict[tuple[object, ...], tuple[float, bytes]] = OrderedDict()
         self._order = 0
+        self.internal_errors = 0
+        """REGISTERs answered 500 because of an unexpected exception (a bug)."""
 
     # ------------------------------------------------------------------ API
 
@@ -304,6 +306,7 @@ class Location:
         try:
             return self._register(data, source)
         except Exception:  # noqa: BLE001 - never unwind into the compiled loop
+            self.internal_errors += 1
             try:
                 return sipfast.make_response(sipfast.parse(data), 500, to_tag=self._tag())
             except Exception:  # noqa: BLE001

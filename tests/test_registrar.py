@@ -9,7 +9,9 @@ against a small model of the rules.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -572,7 +574,7 @@ def _replace(data: bytes, old: bytes, new: bytes) -> bytes:
     ],
 )
 def test_malformed_register_is_answered_with_the_reason(
-    loc: Location, mutate, status: int, reason: str | None
+    loc: Location, mutate: Callable[[bytes], bytes], status: int, reason: str | None
 ) -> None:
     raw = loc.register(mutate(register(expires=600)), SOURCE)
     # The answer copies what it can of the request (a missing Call-ID stays
@@ -645,7 +647,14 @@ class Model:
         items = sorted(self.current(aor).items(), key=lambda kv: (-kv[1][3], -kv[1][4]))
         return [c for c, _ in items]
 
-    def register(self, aor, contacts, header, call_id, cseq) -> int:
+    def register(
+        self,
+        aor: str,
+        contacts: list[tuple[str, int | None, float]],
+        header: int | None,
+        call_id: str,
+        cseq: int,
+    ) -> int:
         granted = []
         for contact, param, q in contacts:
             e = param if param is not None else header if header is not None else 3600
@@ -669,7 +678,7 @@ class Model:
             self.aors[aor] = bindings
         return 200
 
-    def star(self, aor, call_id, cseq) -> int:
+    def star(self, aor: str, call_id: str, cseq: int) -> int:
         for _, old_call_id, old_cseq, _, _ in self.current(aor).values():
             if old_call_id == call_id and cseq <= old_cseq:
                 return 500
@@ -702,7 +711,7 @@ op_st = st.one_of(
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(op_st, max_size=25))
-def test_property_matches_model(ops: list[tuple]) -> None:
+def test_property_matches_model(ops: list[tuple[Any, ...]]) -> None:
     model = Model()
     clock = Clock(0)
     loc = Location(clock=clock, max_contacts=MAX_CONTACTS)

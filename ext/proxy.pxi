@@ -977,6 +977,8 @@ cdef class UdpProxy:
             try:
                 data = PyBytes_FromStringAndSize(<const char*>m.b, m.size)
                 resp = self.on_register(data, (ip.decode(), port))
+                if not resp:
+                    raise ValueError("the registrar gave no answer")
                 if buf_set(&c.last, PyBytes_AS_STRING(resp), PyBytes_GET_SIZE(resp)) < 0:
                     raise MemoryError()
                 c.custom = 1

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sipfast._core import UdpProxy, parse_uri
+from sipfast.core.location import Location
 
 log = logging.getLogger("sipfast.proxy")
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -111,12 +112,17 @@ class Options:
     registrar: bool = True
 
 
-def contact_targets(uris: list[str]) -> list[tuple[bytes, str, int]]:
-    """Contact URIs -> (uri, ip, port) targets the compiled loop can send
-    to; contacts whose host is not an IP literal are skipped (no DNS in the
-    hot path)."""
+def contact_targets(found: list[tuple[str, tuple[str, int] | None]]
+                    ) -> list[tuple[bytes, str, int]]:
+    """Registered contacts -> (uri, ip, port) targets the compiled loop can
+    send to: the address the REGISTER came from when the location service
+    gives one (a user agent behind NAT, RFC 3581), else the contact URI's
+    own host, which must then be an IP literal (no DNS in the hot path)."""
     out = []
-    for uri in uris:
+    for uri, next_hop in found:
+        if next_hop is not None:
+            out.append((uri.encode(), next_hop[0], next_hop[1]))
+            continue
         try:
             u = parse_uri(uri)
         except ValueError:
@@ -130,19 +136,15 @@ def contact_targets(uris: list[str]) -> list[tuple[bytes, str, int]]:
     return out
 
 
-def make_location() -> tuple[Callable[[bytes, tuple[str, int]], bytes] | None,
-                             Callable[[bytes], list[tuple[bytes, str, int]]] | None,
-                             object]:
-    """The registrar callbacks for the compiled loop, or (None, None, None)
-    when the location service is not available."""
-    try:
-        from sipfast.core.location import Location
-    except ImportError:
-        return None, None, None
+def make_location() -> tuple[Callable[[bytes, tuple[str, int]], bytes],
+                             Callable[[bytes], list[tuple[bytes, str, int]]],
+                             Location]:
+    """The location service and its two callbacks for the compiled loop:
+    REGISTER -> response bytes, and Request-URI -> targets."""
     loc = Location()
 
     def lookup(ruri: bytes) -> list[tuple[bytes, str, int]]:
-        return contact_targets(loc.lookup(Location.aor_of(ruri.decode("utf-8", "replace"))))
+        return contact_targets(loc.targets(ruri.decode("utf-8", "replace")))
 
     return loc.register, lookup, loc
 
@@ -158,9 +160,9 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
     # run() blocks these around fork() so that a worker cannot be killed by
     # a stop signal that arrives before its handlers are in place.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    on_register = on_lookup = None
+    on_register = on_lookup = location = None
     if not opts.stateless and opts.registrar:
-        on_register, on_lookup, _ = make_location()
+        on_register, on_lookup, location = make_location()
     socks: list[socket.socket] = []
     proxies: list[UdpProxy] = []
     timer: asyncio.TimerHandle | None = None
@@ -187,10 +189,15 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
                 loop.add_reader(send_fd, proxy.on_send_readable)
             log.info("listening on udp:%s:%d (pid %d)", lst.host, lst.port, os.getpid())
         if not opts.stateless:
+            ticks = 0
+
             def tick() -> None:
-                nonlocal timer
+                nonlocal timer, ticks
                 for p in proxies:
                     p.on_timer()
+                ticks += 1
+                if location is not None and ticks % 1000 == 0:
+                    location.expire()       # every 10 s: drop lapsed bindings
                 timer = loop.call_later(0.01, tick)
             tick()
         print("sipfast proxy ready", file=sys.stderr, flush=True)

@@ -25,7 +25,7 @@ from .kamailioproc import kamailio, log_errors, require_kamailio
 from .proxyproc import free_udp_port, proxy, stop
 from .wire import capture
 
-MODES = ["stateless"]
+MODES = ["stateless", "stateful"]
 
 IP = "127.0.0.1"
 CALLS = 300
@@ -69,7 +69,8 @@ def run_topology(logdir, mode: str, kamailio_first: bool):
     sf_next = path[path.index(sf_port) + 1]
     with sipp.start_uas(port=callee_port, calls=CALLS, timeout_s=50,
                         workdir=logdir / "callee") as callee, \
-            proxy("--route", f"sip:{IP}:{sf_next}", "--record-route", port=sf_port,
+            proxy("--route", f"sip:{IP}:{sf_next}", "--record-route", "--workers", "1",
+                  port=sf_port,
                   cwd=logdir, stateless=(mode == "stateless")) as (_, sf_proc), \
             kamailio(f"sip:{IP}:{kam_next}", port=kam_port,
                      workdir=logdir / "kamailio") as _:

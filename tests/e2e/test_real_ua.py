@@ -30,6 +30,8 @@ import time
 import wave
 from pathlib import Path
 
+import pytest
+
 from . import sipp
 from .proxyproc import free_udp_port, proxy, stop
 from .wire import capture, require
@@ -121,6 +123,15 @@ class Baresip:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def wait_registered(self, timeout_s: float = 15.0) -> None:
+        """Until baresip logs its registrar's 200 (the REGISTER_OK event may
+        come before the control connection is up)."""
+        end = time.monotonic() + timeout_s
+        while "200 OK () [1 binding]" not in self.output():
+            assert self.proc.poll() is None, f"baresip {self.name} exited:\n{self.output()}"
+            assert time.monotonic() < end, f"baresip {self.name} not registered\n{self.output()}"
+            time.sleep(0.05)
+
     def command(self, command: str, params: str = "") -> dict:
         body = json.dumps({"command": command, "params": params, "token": command}).encode()
         self.sock.sendall(str(len(body)).encode() + b":" + body + b",")
@@ -189,23 +200,37 @@ def sdp_media(msg: sipp.SipMessage) -> tuple[int, int]:
     return int(port.group(1)), int(ssrc.group(1))
 
 
-def test_baresip_calls_baresip_through_sipfast(tmp_path):
+@pytest.mark.parametrize("mode", ["stateless", "stateful-registered"])
+def test_baresip_calls_baresip_through_sipfast(tmp_path, mode):
+    """stateless: the caller dials the callee's own address via sipfast as
+    outbound proxy.  stateful-registered: both register with the stateful
+    sipfast (its registrar) and the caller dials bob's address of record
+    at sipfast, which finds bob's contact in its location service."""
     require_baresip()
     wav = tmp_path / "sine-8k.wav"
     write_sine(wav)
     pport = free_udp_port(IP)
+    registered = mode == "stateful-registered"
+    domain = f"{IP}:{pport}" if registered else IP
+    regint = 600 if registered else 0
     agents: list[Baresip] = []
     try:
-        with proxy("--record-route", port=pport, cwd=tmp_path) as (_, sf_proc):
-            callee = Baresip("callee", tmp_path, f"<sip:bob@{IP}>;regint=0;answermode=auto",
-                             wav)
+        with proxy("--record-route", "--workers", "1", port=pport, cwd=tmp_path,
+                   stateless=not registered) as (_, sf_proc):
+            callee = Baresip("callee", tmp_path,
+                             f'<sip:bob@{domain}>;regint={regint};answermode=auto'
+                             + (f';outbound="sip:{IP}:{pport}"' if registered else ""), wav)
             agents.append(callee)
             caller = Baresip("caller", tmp_path,
-                             f'<sip:alice@{IP}>;regint=0;outbound="sip:{IP}:{pport}"', wav)
+                             f'<sip:alice@{domain}>;regint={regint};outbound="sip:{IP}:{pport}"',
+                             wav)
             agents.append(caller)
+            if registered:
+                callee.wait_registered()
+                caller.wait_registered()
             with capture([pport, *caller.ports, *callee.ports],
                          workdir=tmp_path / "wire") as wire:
-                target = f"sip:bob@{IP}:{callee.sip_port}"
+                target = f"sip:bob@{domain}" if registered else f"sip:bob@{IP}:{callee.sip_port}"
                 assert caller.command("dial", target)["ok"]
                 caller.event("CALL_ESTABLISHED")
                 caller.event("CALL_RTPESTAB")  # baresip saw the callee's RTP arrive
@@ -220,6 +245,7 @@ def test_baresip_calls_baresip_through_sipfast(tmp_path):
     print(f"sipfast {counters}; caller closed: {closed.get('param')}")
 
     s, c, e = pport, caller.sip_port, callee.sip_port
+    to_proxy_invite = wire.sip_between(c, s, "INVITE")[0]
     # No SIP went directly between the user agents: all of it through sipfast.
     assert not wire.sip_between(c, e) and not wire.sip_between(e, c)
     for method in ("INVITE", "ACK", "BYE"):
@@ -233,8 +259,16 @@ def test_baresip_calls_baresip_through_sipfast(tmp_path):
         assert to_callee[0].request_uri.startswith("sip:bob")
     assert f"<sip:{IP}:{s};lr>" in wire.sip_between(s, e, "INVITE")[0].header("Record-Route")
     statuses = [(m.status, m.cseq_method) for m in wire.sip_between(s, c)]
-    assert statuses == [(180, "INVITE"), (200, "INVITE"), (200, "BYE")], statuses
-    assert [(m.status, m.cseq_method) for m in wire.sip_between(e, s)] == statuses
+    relayed = [(180, "INVITE"), (200, "INVITE"), (200, "BYE")]
+    # the stateful proxy answers the INVITE with its own 100 Trying first
+    assert statuses == ([(100, "INVITE")] if registered else []) + relayed, statuses
+    assert [(m.status, m.cseq_method) for m in wire.sip_between(e, s)] == relayed
+    if registered:
+        # the INVITE for bob's address of record went to bob's registered contact
+        assert to_proxy_invite.request_uri == f"sip:bob@{domain}"
+        assert re.match(rf"sip:bob[^@]*@{IP}:{e}\b",
+                        wire.sip_between(s, e, "INVITE")[0].request_uri)
+        assert counters["lookups"] == 1
     assert closed["param"] == "Connection reset by user"  # our hangup: BYE sent, 200 back
 
     # RTP both ways between the ports and SSRCs the two SDPs announced.

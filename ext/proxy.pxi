@@ -203,6 +203,13 @@ ctypedef struct cstore_t:
     int upfd                # the socket the request came in on
     uint8_t custom          # `last` holds a response made by the control plane
     uint8_t cancel          # the cell is a CANCEL's
+    uint8_t invite          # the cell is an INVITE's
+    uint8_t counted         # counted in `pending` (no final answer yet)
+    uint8_t direct          # relayed without our Via to bs[0].dst (detached)
+    uint8_t deferred        # waiting for the control plane's resume()
+    uint8_t rr              # we record-routed it
+    uint64_t dkey           # dialog key (Call-ID hash)
+    sockaddr_storage src    # where the request came from
     int32_t nbs             # bstore_t entries allocated
     perr_t err              # reason of a local error answer
     buf_t req               # the request as received
@@ -222,6 +229,96 @@ cdef inline int64_t now_ms() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return <int64_t>ts.tv_sec * 1000 + ts.tv_nsec // 1000000
+
+# Dialogs this proxy record-routed and saw confirmed (a 2xx to an INVITE
+# went upstream) and not yet ended (BYE): the calls it carries.  Keyed by
+# the Call-ID's hash; open addressing with backward-shift deletion; every
+# entry expires after the longest call allowed, so a lost BYE cannot leave
+# a call counted forever.
+
+ctypedef struct dlg_t:
+    uint64_t key            # 0: empty
+    int64_t expires
+
+ctypedef struct dlg_table_t:
+    dlg_t* e
+    uint32_t mask
+    int64_t n, cap
+    uint32_t cursor         # the sweep's position
+
+cdef int dlg_init(dlg_table_t* d, int64_t cap) noexcept nogil:
+    cdef uint32_t size = 16
+    while size < cap * 2:
+        size <<= 1
+    d.e = <dlg_t*>calloc(size, sizeof(dlg_t))
+    d.mask = size - 1
+    d.n = 0
+    d.cap = cap
+    d.cursor = 0
+    return -1 if d.e == NULL else 0
+
+cdef int dlg_put(dlg_table_t* d, uint64_t key, int64_t expires) noexcept nogil:
+    """1 when added, 0 when it was there (refreshed), -1 when full."""
+    cdef uint32_t i
+    if key == 0:
+        key = 1
+    i = <uint32_t>(key & d.mask)
+    while d.e[i].key != 0:
+        if d.e[i].key == key:
+            d.e[i].expires = expires
+            return 0
+        i = (i + 1) & d.mask
+    if d.n >= d.cap:
+        return -1
+    d.e[i].key = key
+    d.e[i].expires = expires
+    d.n += 1
+    return 1
+
+cdef void dlg_del_at(dlg_table_t* d, uint32_t i) noexcept nogil:
+    cdef uint32_t j = i, home
+    d.e[i].key = 0
+    d.n -= 1
+    while True:
+        j = (j + 1) & d.mask
+        if d.e[j].key == 0:
+            return
+        home = <uint32_t>(d.e[j].key & d.mask)
+        # move e[j] back into the hole unless its home lies in (i, j]
+        if (j > i and (home <= i or home > j)) or (j < i and (home <= i and home > j)):
+            d.e[i] = d.e[j]
+            d.e[j].key = 0
+            i = j
+
+cdef int dlg_del(dlg_table_t* d, uint64_t key) noexcept nogil:
+    """1 when the dialog was there."""
+    cdef uint32_t i
+    if key == 0:
+        key = 1
+    i = <uint32_t>(key & d.mask)
+    while d.e[i].key != 0:
+        if d.e[i].key == key:
+            dlg_del_at(d, i)
+            return 1
+        i = (i + 1) & d.mask
+    return 0
+
+cdef int64_t dlg_sweep(dlg_table_t* d, int64_t now, uint32_t budget) noexcept nogil:
+    """Drop expired dialogs among the next `budget` slots; how many."""
+    cdef int64_t dropped = 0
+    cdef uint32_t k
+    for k in range(budget):
+        if d.e[d.cursor].key != 0 and d.e[d.cursor].expires <= now:
+            dlg_del_at(d, d.cursor)
+            dropped += 1
+            continue            # a shifted entry may now sit here
+        d.cursor = (d.cursor + 1) & d.mask
+    return dropped
+
+DEFER = -1                  # an on_invite decision: resume(txn, ...) comes later
+
+cdef enum:
+    MAX_DEFERRED = 4096     # INVITEs waiting for the control plane at once
 
 # How _prepare routed a request.
 cdef enum:
@@ -310,7 +407,16 @@ cdef class UdpProxy:
     cdef tx_table_t t
     cdef cstore_t* cs
     cdef uint64_t tag_salt
-    cdef object on_register, on_lookup
+    cdef object on_register, on_lookup, on_options, on_invite
+    cdef Message m3
+    cdef dlg_table_t dl
+    cdef int64_t max_call_ms, defer_ms
+    cdef int64_t deferred_txn[MAX_DEFERRED]
+    cdef int64_t deferred_until[MAX_DEFERRED]
+    cdef int ndeferred
+    cdef bint any_direct
+    cdef readonly int64_t pending_count, pending_invites
+    cdef readonly uint64_t delegated, relayed_direct, calls_ended, calls_expired
     cdef readonly uint64_t received, sent, forwarded_requests, forwarded_responses
     cdef readonly uint64_t replied, dropped, malformed, send_errors
     cdef readonly uint64_t resent, acks_absorbed, local_replies, timeouts, cancels_sent, acks_sent
@@ -328,6 +434,7 @@ cdef class UdpProxy:
         cdef int i
         free(self.rxbuf)
         free(self.txbuf)
+        free(self.dl.e)
         if self.cs != NULL:
             for i in range(self.t.cap):
                 cstore_free(&self.cs[i])
@@ -337,16 +444,18 @@ cdef class UdpProxy:
     def __init__(self, int fd, str host, int port, next_hops=(), bint record_route=False,
                  *, bint stateful=False, bint fork=False, int send_fd=-1, int send_port=0,
                  int max_transactions=65536, int t1=500, int t2=4000, int t4=5000,
-                 int timer_c=180000, int timer_d=32000, on_register=None, on_lookup=None):
+                 int timer_c=180000, int timer_d=32000, on_register=None, on_lookup=None,
+                 on_options=None, on_invite=None, int max_call_duration=7200,
+                 int defer_timeout=2000):
         """fd: a bound non-blocking UDP socket; host/port: the address this
         proxy puts in its Via and Record-Route and recognises in Route;
         next_hops: (ip, port) pairs of the static next hops (round robin,
         or all at once with fork=True when stateful); send_fd/send_port:
         this worker's own socket for forwarded requests (default: fd).
-        Stateful: the transaction table's size and timers (ms);
-        on_register(data, (ip, port)) -> response bytes, and
-        on_lookup(request_uri) -> [(uri, ip, port), ...] for requests whose
-        Request-URI names this proxy."""
+        Stateful: the transaction table's size and timers (ms); the hooks
+        (see set_hooks); max_call_duration (s): how long a confirmed
+        dialog counts as a call without BYE; defer_timeout (ms): how long a
+        deferred INVITE waits for resume() before it is answered 500."""
         cdef bytes h = host.encode()
         cdef int i
         if len(h) >= ADDR_TEXT - 2:
@@ -375,8 +484,10 @@ cdef class UdpProxy:
                               &self.hops[self.nhops]) < 0:
                 raise ValueError(f"next hop must be an IP address: {ip!r}")
             self.nhops += 1
-        self.on_register = on_register
-        self.on_lookup = on_lookup
+        self.set_hooks(on_register=on_register, on_lookup=on_lookup, on_options=on_options,
+                       on_invite=on_invite)
+        self.max_call_ms = <int64_t>max_call_duration * 1000
+        self.defer_ms = defer_timeout
         self.tag_salt = _branch_salt
         if stateful:
             if self.fork and self.nhops > TX_MAX_BRANCHES:
@@ -390,12 +501,14 @@ cdef class UdpProxy:
                 raise MemoryError()
             self.t.wtick = now_ms() // 10
             self.cs = <cstore_t*>calloc(max_transactions, sizeof(cstore_t))
-            if self.cs == NULL:
+            if self.cs == NULL or dlg_init(&self.dl, max_transactions) < 0:
                 raise MemoryError()
         self.m = Message.__new__(Message)
         self.m.hdrs = self.m.inline_hdrs
         self.m2 = Message.__new__(Message)
         self.m2.hdrs = self.m2.inline_hdrs
+        self.m3 = Message.__new__(Message)
+        self.m3.hdrs = self.m3.inline_hdrs
         for i in range(BATCH):
             self.rxv[i].iov_base = self.rxbuf + i * SLOT
             self.rxv[i].iov_len = SLOT
@@ -417,13 +530,79 @@ cdef class UdpProxy:
         """Drain this worker's own socket (responses to forwarded requests)."""
         self._drain(self.sfd)
 
+    def set_hooks(self, *, on_register=None, on_lookup=None, on_options=None, on_invite=None):
+        """The control plane's callbacks (each optional, None to clear):
+
+        on_register(data, (ip, port)) -> response bytes, for a REGISTER
+        whose Request-URI names this proxy; on_lookup(request_uri) ->
+        [(uri, ip, port), ...] for other requests naming it;
+        on_options(data, (ip, port)) -> response bytes, for an OPTIONS
+        naming the proxy itself (no user part; default: 200 with Allow);
+        on_invite(data, (ip, port), txn) -> decision, once per new
+        out-of-dialog INVITE, after the 100 Trying: None (route as usual),
+        (ip, port) (forward to that proxy, statefully), ("direct", ip, port)
+        (relay without our Via: its answers go to the caller directly), a
+        status int (answered with it; 503 gets Retry-After), or DEFER (the
+        decision comes later through resume()).  Any decision may be a pair
+        (decision, header_lines: bytes) to add header lines to the copy
+        that is sent on."""
+        self.on_register = on_register
+        self.on_lookup = on_lookup
+        self.on_options = on_options
+        self.on_invite = on_invite
+
+    def resume(self, int64_t txn, decision):
+        """The decision for an INVITE that on_invite deferred; False when
+        the transaction is gone (cancelled, timed out) or was not deferred."""
+        cdef int32_t ci
+        cdef cstore_t* c
+        cdef perr_t err
+        if not self.stateful:
+            return False
+        ci = tx_cell_of(&self.t, txn)
+        if ci < 0 or not self.cs[ci].deferred:
+            return False
+        c = &self.cs[ci]
+        c.deferred = 0
+        self.m3.b = <const uint8_t*>c.req.p
+        self.m3.buflen = c.req.len
+        self.m3._reset()
+        if self.m3._parse(&err, False, SLOT, DEFAULT_MAX_HEADERS_C, DEFAULT_MAX_LINE_C) < 0 \
+                or self.m3._scan_top_via(&err) < 0:
+            tx_reply(&self.t, txn, 500, now_ms())
+        elif tx_server_open(&self.t.cells[ci]):
+            self._decided(self.m3, txn, c, &c.src, decision)
+        self._run(None, NULL, -1)
+        self._flush()
+        return True
+
     def on_timer(self):
         """Fire the transaction timers that are due (call every 10 ms or so
-        while transactions are live)."""
+        while transactions are live), answer deferred INVITEs whose
+        decision is overdue, and expire dialogs."""
+        cdef int64_t now
+        cdef int i = 0
         if self.stateful:
-            tx_advance(&self.t, now_ms())
+            now = now_ms()
+            tx_advance(&self.t, now)
+            while i < self.ndeferred:
+                if self.deferred_until[i] <= now:
+                    self._defer_expired(self.deferred_txn[i])
+                    self.ndeferred -= 1
+                    self.deferred_txn[i] = self.deferred_txn[self.ndeferred]
+                    self.deferred_until[i] = self.deferred_until[self.ndeferred]
+                else:
+                    i += 1
+            self.calls_expired += dlg_sweep(&self.dl, now, 512)
             self._run(None, NULL, -1)
             self._flush()
+
+    cdef void _defer_expired(self, int64_t txn) noexcept:
+        cdef int32_t ci = tx_cell_of(&self.t, txn)
+        if ci >= 0 and self.cs[ci].deferred:
+            self.cs[ci].deferred = 0
+            fail(&self.cs[ci].err, 500, E_OK, -1)
+            tx_reply(&self.t, txn, 500, now_ms())
 
     def drain(self):
         """Stop taking new calls (graceful stop): new out-of-dialog
@@ -433,14 +612,13 @@ cdef class UdpProxy:
 
     def pending(self):
         """Server transactions still waiting for a final response."""
-        cdef int32_t i
-        cdef int64_t n = 0
-        if not self.stateful:
-            return 0
-        for i in range(self.t.cap):
-            if self.t.cells[i].sstate == TXS_TRYING or self.t.cells[i].sstate == TXS_PROCEEDING:
-                n += 1
-        return n
+        return self.pending_count
+
+    @property
+    def active_calls(self):
+        """INVITEs without a final answer yet, plus the confirmed dialogs
+        this proxy record-routed and has not seen end."""
+        return self.pending_invites + self.dl.n if self.stateful else 0
 
     @property
     def live_transactions(self):
@@ -463,7 +641,11 @@ cdef class UdpProxy:
                       "request_retransmissions": self.request_retransmissions,
                       "local_replies": self.local_replies, "timeouts": self.timeouts,
                       "cancels_sent": self.cancels_sent, "acks_sent": self.acks_sent,
-                      "lookups": self.lookups, "lost_actions": self.t.acts_overflow})
+                      "lookups": self.lookups, "lost_actions": self.t.acts_overflow,
+                      "pending": self.pending_count, "pending_invites": self.pending_invites,
+                      "dialogs": self.dl.n, "active_calls": self.pending_invites + self.dl.n,
+                      "calls_ended": self.calls_ended, "calls_expired": self.calls_expired,
+                      "delegated": self.delegated, "relayed_direct": self.relayed_direct})
         return d
 
     # -- I/O -------------------------------------------------------------
@@ -553,7 +735,7 @@ cdef class UdpProxy:
                 and memcmp(m.b + u.host.off, self.host, self.host_len) == 0)
 
     cdef int _prepare(self, Message m, sockaddr_storage* src, sockaddr_storage* dst,
-                      perr_t* err) noexcept:
+                      perr_t* err, bint rr) noexcept:
         """The edits every forwarded copy of request m gets (into self.ed):
         received/rport on the top Via, our Route popped, Max-Forwards minus
         one, our Record-Route; and where it goes: RT_DST with *dst filled,
@@ -615,9 +797,9 @@ cdef class UdpProxy:
             h = &m.hdrs[m.first[H_MAX_FORWARDS]]
             fe_int(e, m.mf - 1)
             fe_lump(e, h.value_off, h.value_off + h.value_len, start)
-        if self.record_route and (span_ieq(m.b, m.sl_method, "invite", 6)
-                                  or span_ieq(m.b, m.sl_method, "subscribe", 9)
-                                  or span_ieq(m.b, m.sl_method, "refer", 5)):
+        if rr and self.record_route and (span_ieq(m.b, m.sl_method, "invite", 6)
+                                         or span_ieq(m.b, m.sl_method, "subscribe", 9)
+                                         or span_ieq(m.b, m.sl_method, "refer", 5)):
             start = e.an
             fe_put(e, "Record-Route: <sip:", 19)
             fe_put(e, self.host, self.host_len)
@@ -725,7 +907,7 @@ cdef class UdpProxy:
         cdef uint64_t hv
         cdef hdr_t* h
         cdef Py_ssize_t total
-        cdef int i, kind = self._prepare(m, src, &dst, &err)
+        cdef int i, kind = self._prepare(m, src, &dst, &err, True)
         if kind == RT_LOCAL:
             if self.nhops > 0:
                 kind = RT_STATIC    # no registrar here: the default route
@@ -788,6 +970,13 @@ cdef class UdpProxy:
             # of the same branch apart (§17.2.3 matches the method too)
             meth = TXM_OTHER + <int>(fnv64(m.b + m.sl_method.off, m.sl_method.len,
                                            14695981039346656037ULL) & 63)
+        if self.any_direct and (meth == TXM_INVITE or meth == TXM_CANCEL or meth == TXM_ACK):
+            # an INVITE relayed without our Via: its retransmissions, its
+            # CANCEL and its ACK go to the same delegate, unanswered here
+            k = tx_lookup(&self.t, m.b + br.off, br.len, <const uint8_t*>sentby, sl, TXM_INVITE)
+            if k >= 0 and self.cs[k].direct:
+                self._relay_direct(m, src, &self.cs[k].bs[0].dst)
+                return
         self.t.nacts = 0
         txn = tx_on_request(&self.t, m.b + br.off, br.len, <const uint8_t*>sentby, sl, meth,
                             now_ms())
@@ -825,6 +1014,8 @@ cdef class UdpProxy:
                 self.acks_sent += 1
             elif a.kind == TXA_FORWARD:
                 b = &c.bs[a.branch]
+                if a.status >= 200:
+                    self._answered(c, a.status)
                 if buf_set(&c.last, b.resp.p, b.resp.len) < 0:
                     self.dropped += 1
                     continue
@@ -834,7 +1025,13 @@ cdef class UdpProxy:
                 self._send(c.last.p, c.last.len, &c.up, c.upfd)
                 self.resent += 1
             elif a.kind == TXA_REPLY:
+                if a.status >= 200:
+                    self._answered(c, 0)
                 self._local_reply(a.txn, c, a.status, a.branch)
+            elif a.kind == TXA_TERMINATED:
+                self._answered(c, 0)
+                c.direct = 0
+                c.deferred = 0
             elif a.kind == TXA_REJECT:
                 self.rejected += 1
                 if m is not None and src != NULL:
@@ -848,19 +1045,42 @@ cdef class UdpProxy:
                     self.dropped += 1
         self.t.nacts = 0
 
+    cdef void _answered(self, cstore_t* c, int status) noexcept:
+        """The server transaction of c got its final answer (or ended): it
+        leaves the pending counts, and a 2xx to an INVITE we record-route
+        makes a dialog (a call we carry until BYE)."""
+        if c.counted:
+            c.counted = 0
+            self.pending_count -= 1
+            if c.invite:
+                self.pending_invites -= 1
+        if 200 <= status < 300 and c.invite and c.rr:
+            dlg_put(&self.dl, c.dkey, now_ms() + self.max_call_ms)
+
     cdef void _on_new(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src,
                       int fd) noexcept:
         """A new server transaction for request m: remember where answers
         go and the request itself, then route it and fork (or answer)."""
-        cdef perr_t err
-        cdef sockaddr_storage dst
-        cdef int kind, n = 0, i, port
-        cdef int64_t v
+        cdef int port
+        cdef hdr_t* h
+        cdef char ip[ADDR_TEXT]
+        cdef bint initial
         c.upfd = fd
         c.custom = 0
+        c.direct = 0
+        c.deferred = 0
+        c.rr = 0
         c.err.status = 0
         c.err.code = E_OK
         c.err.hid = 0
+        memcpy(&c.src, src, sizeof(sockaddr_storage))
+        c.counted = 1
+        c.invite = span_ieq(m.b, m.sl_method, "invite", 6)
+        self.pending_count += 1
+        if c.invite:
+            self.pending_invites += 1
+        h = &m.hdrs[m.first[H_CALL_ID]]
+        c.dkey = fnv64(m.b + h.value_off, h.value_len, 14695981039346656037ULL)
         # §18.2.2 / RFC 3581: the source address when rport was asked for,
         # else the source IP with the Via's port.
         memcpy(&c.up, src, sizeof(sockaddr_storage))
@@ -877,13 +1097,120 @@ cdef class UdpProxy:
         c.cancel = span_ieq(m.b, m.sl_method, "cancel", 6)
         if c.cancel:
             return                  # the 200 (§9.2) follows from the table
-        if self.draining and m.first[H_TO] >= 0 and not self._has_tag(m, &m.hdrs[m.first[H_TO]]):
+        initial = m.first[H_TO] >= 0 and not self._has_tag(m, &m.hdrs[m.first[H_TO]])
+        if not initial and span_ieq(m.b, m.sl_method, "bye", 3):
+            self.calls_ended += dlg_del(&self.dl, c.dkey)   # the call ends here
+        if self.draining and initial:
             fail(&c.err, 503, E_OK, -1)
             tx_reply(&self.t, txn, 503, now_ms())
             return
-        kind = self._prepare(m, src, &dst, &err)
+        if c.invite and initial and self.on_invite is not None:
+            addr_text(src, ip, &port)
+            try:
+                decision = self.on_invite(
+                    PyBytes_FromStringAndSize(<const char*>m.b, m.size),
+                    (ip.decode(), port), txn)
+            except BaseException:
+                decision = 500
+            self._decided(m, txn, c, src, decision)
+            return
+        self._route(m, txn, c, src, NULL, NULL, 0)
+
+    cdef void _decided(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src,
+                       object decision) noexcept:
+        """Carry out an on_invite decision (see set_hooks)."""
+        cdef sockaddr_storage dst
+        cdef bytes extra = b"", hb
+        cdef int status
+        try:
+            if isinstance(decision, tuple) and len(decision) == 2 \
+                    and isinstance(decision[1], bytes):
+                decision, extra = decision
+                check_header_lines(extra)
+            if decision is None:
+                self._route(m, txn, c, src, NULL, PyBytes_AS_STRING(extra), len(extra))
+            elif isinstance(decision, int):
+                status = decision
+                if status == DEFER:
+                    if self.ndeferred == MAX_DEFERRED:
+                        raise OverflowError("too many deferred INVITEs")
+                    c.deferred = 1
+                    self.deferred_txn[self.ndeferred] = txn
+                    self.deferred_until[self.ndeferred] = now_ms() + self.defer_ms
+                    self.ndeferred += 1
+                    return
+                if not 300 <= status <= 699:
+                    raise ValueError("a decision status must be 300..699")
+                fail(&c.err, status, E_OK, -1)
+                tx_reply(&self.t, txn, status, now_ms())
+            else:
+                direct = len(decision) == 3 and decision[0] == "direct"
+                ip, port = decision[1:] if direct else decision
+                hb = ip.encode()
+                if addr_from_host(<const uint8_t*>PyBytes_AS_STRING(hb), len(hb), port,
+                                  &dst) < 0:
+                    raise ValueError("a delegate must be an IP address and port")
+                if direct:
+                    self._direct(m, txn, c, src, &dst, PyBytes_AS_STRING(extra), len(extra))
+                else:
+                    self.delegated += 1
+                    self._route(m, txn, c, src, &dst, PyBytes_AS_STRING(extra), len(extra))
+        except BaseException:
+            fail(&c.err, 500, E_OK, -1)
+            tx_reply(&self.t, txn, 500, now_ms())
+
+    cdef void _direct(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src,
+                      sockaddr_storage* dst, const char* extra, int extra_len) noexcept:
+        """Relay the INVITE without our Via (nor Record-Route): the delegate
+        answers the caller directly; this cell only remembers where the
+        INVITE went, for its retransmissions, CANCEL and ACK."""
+        cdef perr_t err
+        cdef sockaddr_storage ignored
+        if self._prepare(m, src, &ignored, &err, False) < 0:
+            memcpy(&c.err, &err, sizeof(perr_t))
+            tx_reply(&self.t, txn, err.status, now_ms())
+            return
+        if self._branch(m, txn, c, 0, dst, NULL, 0, extra, extra_len, False) < 0 \
+                or tx_detach(&self.t, txn, now_ms()) < 0:
+            fail(&c.err, 500, E_OK, -1)
+            tx_reply(&self.t, txn, 500, now_ms())
+            return
+        c.direct = 1
+        self.any_direct = True
+        self._answered(c, 0)        # not ours to answer any more
+        self._send(c.bs[0].req.p, c.bs[0].req.len, dst, self.sfd)
+        self.relayed_direct += 1
+
+    cdef void _relay_direct(self, Message m, sockaddr_storage* src,
+                            sockaddr_storage* dst) noexcept:
+        """A later request of a directly relayed INVITE, sent on the same way."""
+        cdef perr_t err
+        cdef sockaddr_storage ignored
+        cdef Py_ssize_t total
+        self._prepare(m, src, &ignored, &err, False)   # our edits; the target is known
+        total = self._apply(m, self._slot())
+        if total < 0:
+            self.dropped += 1
+            return
+        self._queue(total, dst, self.sfd)
+        self.relayed_direct += 1
+
+    cdef void _route(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src,
+                     sockaddr_storage* forced, const char* extra, int extra_len) noexcept:
+        """Route the request of a new server transaction (to `forced` when
+        given) and fork, or answer it."""
+        cdef perr_t err
+        cdef sockaddr_storage dst
+        cdef int kind, n = 0, i
+        # a delegating forwarder does not record-route: the dialog's later
+        # requests go between the caller and the proxy completing the call
+        kind = self._prepare(m, src, &dst, &err, forced == NULL)
+        c.rr = forced == NULL and self.record_route
+        if forced != NULL and kind >= 0:
+            memcpy(&dst, forced, sizeof(sockaddr_storage))
+            kind = RT_DST
         if kind == RT_LOCAL:
-            n = self._local(m, txn, c, src)
+            n = self._local(m, txn, c, src, extra, extra_len)
             if n == 0:
                 return              # answered here or by the control plane
             if n == NOT_FOUND:
@@ -891,16 +1218,18 @@ cdef class UdpProxy:
                 if self.nhops > 0:
                     kind = RT_STATIC   # nobody registered: the default route
         if kind == RT_DST:
-            n = self._branch(m, txn, c, 0, &dst, NULL, 0)
+            n = self._branch(m, txn, c, 0, &dst, NULL, 0, extra, extra_len, True)
         elif kind == RT_STATIC:
             if self.fork:
                 for i in range(self.nhops):
-                    if self._branch(m, txn, c, i, &self.hops[i], NULL, 0) < 0:
+                    if self._branch(m, txn, c, i, &self.hops[i], NULL, 0, extra, extra_len,
+                                    True) < 0:
                         n = -1
                         break
                     n += 1
             else:
-                n = self._branch(m, txn, c, 0, &self.hops[self.rr % self.nhops], NULL, 0)
+                n = self._branch(m, txn, c, 0, &self.hops[self.rr % self.nhops], NULL, 0,
+                                 extra, extra_len, True)
                 self.rr += 1
         elif kind < 0:
             memcpy(&c.err, &err, sizeof(perr_t))
@@ -919,10 +1248,12 @@ cdef class UdpProxy:
             tx_reply(&self.t, txn, 500, now_ms())
 
     cdef int _branch(self, Message m, int64_t txn, cstore_t* c, int b,
-                     const sockaddr_storage* dst, const char* ruri, int ruri_len) noexcept:
+                     const sockaddr_storage* dst, const char* ruri, int ruri_len,
+                     const char* extra, int extra_len, bint via) noexcept:
         """Build the copy of m for client branch b into its store: the common
-        edits of _prepare, our Via with the cell's branch and, for a
-        location target, the new Request-URI.  1, or -1 on failure."""
+        edits of _prepare, our Via with the cell's branch (unless `via` is
+        false), for a location target the new Request-URI, and the extra
+        header lines.  1, or -1 on failure."""
         cdef fedit_t* e = &self.ed
         cdef int n0 = e.n, an0 = e.an, i, start
         cdef char br[SF_BRANCH_LEN]
@@ -943,7 +1274,13 @@ cdef class UdpProxy:
         br[25] = 46
         br[26] = HEXDIGITS[(b >> 4) & 15]
         br[27] = HEXDIGITS[b & 15]
-        self._push_via(m, br, SF_BRANCH_LEN)
+        if via:
+            self._push_via(m, br, SF_BRANCH_LEN)
+        if extra_len > 0:
+            start = e.an
+            if fe_put(e, extra, extra_len) < 0:
+                return -1
+            fe_lump(e, m.hdr_end, m.hdr_end, start)
         if ruri != NULL:
             start = e.an
             fe_put(e, ruri, ruri_len)
@@ -957,7 +1294,8 @@ cdef class UdpProxy:
         memcpy(&c.bs[b].dst, dst, sizeof(sockaddr_storage))
         return 1
 
-    cdef int _local(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src) noexcept:
+    cdef int _local(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src,
+                    const char* extra, int extra_len) noexcept:
         """A request for this proxy itself: REGISTER to the registrar,
         OPTIONS answered, others to the location service.  0 when answered
         here, NOT_FOUND when nobody is registered, else the number of
@@ -966,17 +1304,22 @@ cdef class UdpProxy:
         cdef char ip[ADDR_TEXT]
         cdef int port, n = 0
         cdef bytes data, resp, uri
+        cdef object hook = None
         if span_ieq(m.b, m.sl_method, "options", 7) and m.ruri.user.len <= 0:
-            tx_reply(&self.t, txn, 200, now_ms())
-            return 0
-        if span_ieq(m.b, m.sl_method, "register", 8):
+            if self.on_options is None:
+                tx_reply(&self.t, txn, 200, now_ms())
+                return 0
+            hook = self.on_options
+        elif span_ieq(m.b, m.sl_method, "register", 8):
             if self.on_register is None:
                 tx_reply(&self.t, txn, 405, now_ms())
                 return 0
+            hook = self.on_register
+        if hook is not None:
             addr_text(src, ip, &port)
             try:
                 data = PyBytes_FromStringAndSize(<const char*>m.b, m.size)
-                resp = self.on_register(data, (ip.decode(), port))
+                resp = hook(data, (ip.decode(), port))
                 if not resp:
                     raise ValueError("the registrar gave no answer")
                 if buf_set(&c.last, PyBytes_AS_STRING(resp), PyBytes_GET_SIZE(resp)) < 0:
@@ -998,7 +1341,8 @@ cdef class UdpProxy:
                 if addr_from_host(<const uint8_t*>PyBytes_AS_STRING(hb), len(hb), tport,
                                   &dst) < 0:
                     continue
-                if self._branch(m, txn, c, n, &dst, PyBytes_AS_STRING(uri), len(uri)) < 0:
+                if self._branch(m, txn, c, n, &dst, PyBytes_AS_STRING(uri), len(uri), extra,
+                                extra_len, True) < 0:
                     return -1
                 n += 1
         except BaseException:
@@ -1331,6 +1675,20 @@ cdef inline int fmt_int(char* out, int64_t v) noexcept nogil:
     n = 24 - i
     memcpy(out, tmp + i, n)
     return n
+
+
+cdef int check_header_lines(bytes lines) except -1:
+    """Header lines the control plane adds: each 'Name: value' ending in
+    CRLF, no other CR, LF or NUL (no way to break the message)."""
+    if not lines:
+        return 0
+    if not lines.endswith(b"\r\n") or b"\x00" in lines:
+        raise ValueError("header lines must end in CRLF and hold no NUL")
+    for line in lines[:-2].split(b"\r\n"):
+        if not line or b"\r" in line or b"\n" in line or b":" not in line \
+                or line[:1] in (b" ", b"\t"):
+            raise ValueError(f"not a header line: {line!r}")
+    return 0
 
 
 cdef int resp_status(bytes resp) except -1:

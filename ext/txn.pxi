@@ -573,6 +573,34 @@ cdef int64_t tx_on_request(tx_table_t* t, const uint8_t* branch, int blen,
         tx_emit(t, TXA_REPLY, c.id, -1, 100, now)
     return c.id
 
+cdef int32_t tx_lookup(tx_table_t* t, const uint8_t* branch, int blen,
+                       const uint8_t* sentby, int slen, int method) noexcept nogil:
+    """The cell a request of this branch/sent-by/method would match, or -1
+    (no state change; for callers that handle some matches themselves)."""
+    cdef uint8_t key[TX_KEY_MAX]
+    cdef uint64_t h
+    cdef int klen = tx_make_key(branch, blen, sentby, slen, method, key, &h)
+    if klen < 0:
+        return -1
+    return tx_find(t, key, klen, h)
+
+cdef int tx_detach(tx_table_t* t, int64_t txn, int64_t now) noexcept nogil:
+    """The TU relays this INVITE itself and will not answer (a forwarder
+    that leaves its Via out, so the next hop answers the client directly):
+    the server transaction sends nothing more, absorbs what still matches
+    and is freed 64*T1 later.  -1 on an unknown or answered txn."""
+    cdef int32_t ci = tx_cell_of(t, txn)
+    cdef tx_cell_t* c
+    if ci < 0:
+        return -1
+    c = &t.cells[ci]
+    if not tx_server_open(c) or c.nbr > 0:
+        return -1
+    c.sstate = TXS_CONFIRMED
+    tx_timer_stop(t, tx_tnode(ci, TXT_S_RETR))
+    tx_timer_start(t, tx_tnode(ci, TXT_S_FINAL), now + 64 * t.t1)
+    return 0
+
 cdef void tx_cancel_invite(tx_table_t* t, int32_t ci, int64_t now) noexcept nogil:
     """An upstream CANCEL for the INVITE in cell ci (§16.10)."""
     cdef tx_cell_t* c = &t.cells[ci]

@@ -1,0 +1,213 @@
+"""The compiled stateful proxy's control-plane hooks (on_invite decisions,
+DEFER/resume, on_options) and its call counters, judged on the wire with
+raw sockets; the proxy runs in this process, pumped by hand."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+import sipfast
+from sipfast import UdpProxy, parse
+from sipfast._core import DEFER
+
+IP = "127.0.0.1"
+
+
+def udp(blocking: bool = True) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((IP, 0))
+    if blocking:
+        s.settimeout(2)
+    else:
+        s.setblocking(False)
+    return s
+
+
+class Rig:
+    """A proxy socket with its UdpProxy, a caller, a callee and a delegate."""
+
+    def __init__(self, **hooks) -> None:
+        self.psock = udp(blocking=False)
+        self.port = self.psock.getsockname()[1]
+        self.caller, self.callee, self.delegate = udp(), udp(), udp()
+        self.eport = self.callee.getsockname()[1]
+        self.dport = self.delegate.getsockname()[1]
+        self.proxy = UdpProxy(self.psock.fileno(), IP, self.port, [(IP, self.eport)], True,
+                              stateful=True, defer_timeout=100, **hooks)
+
+    def pump(self, rounds: int = 3) -> None:
+        for _ in range(rounds):
+            time.sleep(0.01)
+            self.proxy.on_readable()
+            self.proxy.on_timer()
+
+    def send(self, data: bytes) -> None:
+        self.caller.sendto(data, (IP, self.port))
+        self.pump()
+
+    def answer(self, req: bytes, status: int, **kw) -> None:
+        self.callee_or_delegate_send(sipfast.make_response(parse(req), status, **kw))
+
+    def callee_or_delegate_send(self, data: bytes) -> None:
+        self.callee.sendto(data, (IP, self.port))
+        self.pump()
+
+    def recv(self, s: socket.socket) -> bytes:
+        return s.recv(65535)
+
+    def close(self) -> None:
+        for s in (self.psock, self.caller, self.callee, self.delegate):
+            s.close()
+
+
+@pytest.fixture
+def rig_factory():
+    rigs = []
+
+    def make(**hooks):
+        rigs.append(Rig(**hooks))
+        return rigs[-1]
+
+    yield make
+    for r in rigs:
+        r.close()
+
+
+def invite(rig: Rig, branch: str = "z9hG4bKc1", method: str = "INVITE",
+           to_tag: str = "", cseq: int = 1) -> bytes:
+    cport = rig.caller.getsockname()[1]
+    tag = f";tag={to_tag}" if to_tag else ""
+    return (f"{method} sip:bob@example.com SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {IP}:{cport};branch={branch};rport\r\n"
+            "Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\n"
+            f"To: <sip:bob@example.com>{tag}\r\nCall-ID: hooks-1\r\n"
+            f"CSeq: {cseq} {method}\r\nContact: <sip:alice@{IP}:{cport}>\r\n"
+            "Content-Length: 0\r\n\r\n").encode()
+
+
+def test_delegate_decision_forwards_to_the_peer_with_extra_headers(rig_factory):
+    seen = []
+
+    def on_invite(data, source, txn):
+        seen.append((parse(data).method, source, txn))
+        return (IP, rig.dport), b"X-Sipfast-Visited: sip:127.0.0.1:1\r\n"
+
+    rig = rig_factory(on_invite=on_invite)
+    rig.send(invite(rig))
+    assert rig.recv(rig.caller).startswith(b"SIP/2.0 100 Trying")
+    fwd = parse(rig.recv(rig.delegate))
+    assert seen == [("INVITE", (IP, rig.caller.getsockname()[1]), seen[0][2])]
+    assert fwd.get("X-Sipfast-Visited") == "sip:127.0.0.1:1"
+    assert fwd.via.port == rig.port and fwd.via.branch.startswith("z9hG4bKsf")
+    assert fwd.get("Record-Route") is None     # the completing proxy record-routes
+    rig.delegate.sendto(sipfast.make_response(fwd, 200, to_tag="d1"), (IP, rig.port))
+    rig.pump()
+    assert rig.recv(rig.caller).startswith(b"SIP/2.0 200 OK")
+    st = rig.proxy.stats()
+    assert st["delegated"] == 1
+    assert st["pending_invites"] == 0 and st["dialogs"] == 0 and st["active_calls"] == 0
+
+
+def test_direct_decision_leaves_our_via_out_and_keeps_the_delegate(rig_factory):
+    rig = rig_factory(on_invite=lambda d, s, t: ("direct", IP, rig.dport))
+    rig.send(invite(rig))
+    assert rig.recv(rig.caller).startswith(b"SIP/2.0 100 Trying")
+    fwd = parse(rig.recv(rig.delegate))
+    assert len(fwd.vias) == 1 and fwd.via.branch == "z9hG4bKc1"   # the caller's Via only
+    assert fwd.via.received is None and fwd.via.rport == rig.caller.getsockname()[1]
+    assert fwd.max_forwards == 69 and fwd.get("Record-Route") is None
+    # the retransmission and the CANCEL go to the same delegate, unanswered here
+    rig.send(invite(rig))
+    assert parse(rig.recv(rig.delegate)).method == "INVITE"
+    rig.send(invite(rig, method="CANCEL"))
+    assert parse(rig.recv(rig.delegate)).method == "CANCEL"
+    rig.caller.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        rig.recv(rig.caller)
+    st = rig.proxy.stats()
+    assert st["relayed_direct"] == 3 and st["pending"] == 0 and st["active_calls"] == 0
+
+
+def test_status_decision_answers_with_retry_after(rig_factory):
+    rig = rig_factory(on_invite=lambda d, s, t: 503)
+    rig.send(invite(rig))
+    assert rig.recv(rig.caller).startswith(b"SIP/2.0 100 Trying")
+    resp = parse(rig.recv(rig.caller))
+    assert resp.status == 503 and resp.get("Retry-After") == "5"
+    assert rig.proxy.stats()["pending"] == 0
+
+
+def test_defer_then_resume_routes_and_an_unresumed_defer_gets_500(rig_factory):
+    txns = []
+
+    def on_invite(data, source, txn):
+        txns.append(txn)
+        return DEFER
+
+    rig = rig_factory(on_invite=on_invite)
+    rig.send(invite(rig))
+    assert rig.recv(rig.caller).startswith(b"SIP/2.0 100 Trying")
+    assert rig.proxy.stats()["pending_invites"] == 1
+    assert rig.proxy.resume(txns[0], None) is True
+    assert parse(rig.recv(rig.callee)).method == "INVITE"
+    assert rig.proxy.resume(txns[0], None) is False          # not deferred any more
+    rig.send(invite(rig, branch="z9hG4bKc2"))
+    assert rig.recv(rig.caller).startswith(b"SIP/2.0 100 Trying")
+    time.sleep(0.15)
+    rig.pump()
+    assert parse(rig.recv(rig.caller)).status == 500           # defer_timeout passed
+    assert rig.proxy.resume(txns[1], None) is False
+
+
+def test_bad_decisions_get_500_and_the_proxy_goes_on(rig_factory):
+    decisions = iter([("not-an-ip", 5), 42, ((IP, 1), b"bad header\r\n"), None])
+    rig = rig_factory(on_invite=lambda d, s, t: next(decisions))
+    for i in range(3):
+        rig.send(invite(rig, branch=f"z9hG4bKbad{i}"))
+        assert rig.recv(rig.caller).startswith(b"SIP/2.0 100 Trying")
+        assert parse(rig.recv(rig.caller)).status == 500
+    rig.send(invite(rig, branch="z9hG4bKgood"))
+    assert rig.recv(rig.caller).startswith(b"SIP/2.0 100 Trying")
+    assert parse(rig.recv(rig.callee)).method == "INVITE"
+
+
+def test_calls_are_counted_exactly_through_answer_and_bye(rig_factory):
+    rig = rig_factory()
+    rig.send(invite(rig))
+    rig.recv(rig.caller)
+    req = rig.recv(rig.callee)
+    assert rig.proxy.active_calls == 1                         # pending INVITE
+    rig.answer(req, 200, to_tag="b1")
+    rig.recv(rig.caller)
+    assert rig.proxy.stats()["dialogs"] == 1 and rig.proxy.active_calls == 1
+    rig.answer(req, 200, to_tag="b1")                          # a 2xx retransmission
+    assert rig.proxy.active_calls == 1
+    rig.send(invite(rig, branch="z9hG4bKbye", method="BYE", to_tag="b1", cseq=2)
+             .replace(b"bob@example.com SIP", f"bob@{IP}:{rig.eport} SIP".encode()))
+    assert parse(rig.recv(rig.callee)).method == "BYE"
+    st = rig.proxy.stats()
+    assert st["dialogs"] == 0 and st["calls_ended"] == 1
+    # a CANCELled call and a failed one leave nothing counted
+    rig.send(invite(rig, branch="z9hG4bKc3"))
+    rig.recv(rig.caller)
+    req = rig.recv(rig.callee)
+    rig.answer(req, 486)
+    rig.recv(rig.caller)
+    assert rig.proxy.active_calls == 0 and rig.proxy.pending() == 1   # the BYE's own
+
+
+def test_options_hook_answers_queries_to_the_proxy_itself(rig_factory):
+    def on_options(data, source):
+        return sipfast.make_response(parse(data), 200, headers=[("X-Load", "0.5")])
+
+    rig = rig_factory(on_options=on_options)
+    cport = rig.caller.getsockname()[1]
+    rig.send((f"OPTIONS sip:{IP}:{rig.port} SIP/2.0\r\n"
+              f"Via: SIP/2.0/UDP {IP}:{cport};branch=z9hG4bKo1;rport\r\n"
+              "Max-Forwards: 70\r\nFrom: <sip:lb@x>;tag=o\r\nTo: <sip:p@x>\r\n"
+              "Call-ID: o1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode())
+    resp = parse(rig.recv(rig.caller))
+    assert resp.status == 200 and resp.get("X-Load") == "0.5"

@@ -6,7 +6,7 @@ what the extension exposes.  Text values are ``str`` (decoded as UTF-8 with
 the buffer that was parsed.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 DEFAULT_MAX_SIZE: int
 """Largest message accepted by :func:`parse` unless told otherwise (65535)."""
@@ -272,11 +272,22 @@ class Editor:
     def build(self) -> bytes:
         """Apply the edits in one pass and return the new message."""
 
+DEFER: int
+"""An on_invite decision: the decision comes later through UdpProxy.resume()."""
+
+Decision = (
+    None | int | tuple[str, int] | tuple[str, str, int]
+    | tuple[None | int | tuple[str, int] | tuple[str, str, int], bytes]
+)
+
 class UdpProxy:
-    """The stateless UDP proxy loop (RFC 3261 §16.11, RFC 3581) on one bound
-    non-blocking socket: recvmmsg/sendmmsg batches, every datagram handled
-    in C with no Python object.  Register :meth:`on_readable` with the event
-    loop's ``add_reader``."""
+    """The compiled UDP proxy loop on one bound non-blocking socket (plus,
+    with workers, a private socket its forwarded requests leave from):
+    recvmmsg/sendmmsg batches, every datagram handled in C.  Stateless
+    (RFC 3261 §16.11) or transaction stateful (§16-17: 100 Trying,
+    retransmissions, forking, CANCEL, Timer C, §16.7 selection).  Register
+    :meth:`on_readable` (and :meth:`on_send_readable`) with the event loop's
+    ``add_reader`` and call :meth:`on_timer` every 10 ms when stateful."""
 
     received: int
     sent: int
@@ -286,16 +297,58 @@ class UdpProxy:
     dropped: int
     malformed: int
     send_errors: int
+    pending_count: int
+    pending_invites: int
     def __init__(
         self,
         fd: int,
         host: str,
         port: int,
-        next_hop: tuple[str, int] | None = None,
+        next_hops: Sequence[tuple[str, int]] | tuple[str, int] | None = (),
         record_route: bool = False,
+        *,
+        stateful: bool = False,
+        fork: bool = False,
+        send_fd: int = -1,
+        send_port: int = 0,
+        max_transactions: int = 65536,
+        t1: int = 500,
+        t2: int = 4000,
+        t4: int = 5000,
+        timer_c: int = 180000,
+        timer_d: int = 32000,
+        on_register: Callable[[bytes, tuple[str, int]], bytes] | None = None,
+        on_lookup: Callable[[bytes], list[tuple[bytes, str, int]]] | None = None,
+        on_options: Callable[[bytes, tuple[str, int]], bytes] | None = None,
+        on_invite: Callable[[bytes, tuple[str, int], int], Decision] | None = None,
+        max_call_duration: int = 7200,
+        defer_timeout: int = 2000,
     ) -> None: ...
     def on_readable(self) -> None:
-        """Drain the socket: receive, handle and send in batches."""
+        """Drain the listening socket: receive, handle and send in batches."""
+    def on_send_readable(self) -> None:
+        """Drain this worker's own socket (responses to forwarded requests)."""
+    def on_timer(self) -> None:
+        """Fire due transaction timers, overdue deferrals, dialog expiry."""
+    def set_hooks(
+        self,
+        *,
+        on_register: Callable[[bytes, tuple[str, int]], bytes] | None = None,
+        on_lookup: Callable[[bytes], list[tuple[bytes, str, int]]] | None = None,
+        on_options: Callable[[bytes, tuple[str, int]], bytes] | None = None,
+        on_invite: Callable[[bytes, tuple[str, int], int], Decision] | None = None,
+    ) -> None:
+        """The control plane's callbacks (see the compiled docstring)."""
+    def resume(self, txn: int, decision: Decision) -> bool:
+        """Carry out the decision for a deferred INVITE."""
+    def drain(self) -> None:
+        """Graceful stop: new out-of-dialog requests get 503."""
+    def pending(self) -> int:
+        """Server transactions still waiting for a final response."""
+    @property
+    def active_calls(self) -> int: ...
+    @property
+    def live_transactions(self) -> int: ...
     def stats(self) -> dict[str, int]: ...
 
 def bench_parse_loop(data: bytes, n: int) -> int:

@@ -836,65 +836,75 @@ def bench_parse_loop(data, int n):
     return ok
 
 
+cdef Py_ssize_t frame_c(const uint8_t* b, Py_ssize_t n, Py_ssize_t max_size,
+                       perr_t* err) noexcept nogil:
+    """frame() in C: the unit's length, 0 when more bytes are needed, -1
+    with err filled (513, 413, 400) when the stream cannot be framed."""
+    cdef Py_ssize_t p = 0, q, r, body = -1, ln, lim
+    cdef int64_t cl = 0, v
+    cdef const uint8_t* f
+    cdef int hid
+    if n and (b[0] == 13 or b[0] == 10):
+        while p < n and (b[p] == 13 or b[p] == 10):
+            p += 1
+        return p
+    # Find the blank line that ends the headers, reading each line once.
+    while True:
+        lim = min(n, max_size)
+        f = <const uint8_t*>memchr(b + p, 10, lim - p) if p < lim else NULL
+        if f == NULL:
+            if n >= max_size:
+                return fail(err, 513, E_TOO_LARGE, max_size)
+            return 0
+        q = f - b
+        ln = q - p - (1 if q > p and b[q - 1] == 13 else 0)
+        if ln == 0 and p > 0:
+            body = q + 1
+            break
+        if p == 0:          # the start line: a method may be named "L"
+            p = q + 1
+            continue
+        # The whole header line, continuation lines (§7.3.1) included.
+        while q + 1 < lim and is_ws(b[q + 1]):
+            f = <const uint8_t*>memchr(b + q + 1, 10, lim - q - 1)
+            if f == NULL:
+                break
+            q = f - b
+        # Content-Length (or compact l) header?
+        r = p
+        while r < q and is_token(b[r]):
+            r += 1
+        hid = header_id(b + p, r - p) if r > p else 0
+        if hid == H_CONTENT_LENGTH:
+            while r < q and is_ws(b[r]):
+                r += 1
+            if r >= q or b[r] != 58:
+                return fail(err, 400, E_MALFORMED, r, H_CONTENT_LENGTH)
+            r = skip_lws(b, r + 1, q + 1)
+            if parse_uint(b, r, rtrim_lws(b, r, q + 1), 2147483647, &v) < 0:
+                return fail(err, 400, E_MALFORMED, r, H_CONTENT_LENGTH)
+            cl = v
+        p = q + 1
+    if cl > max_size:
+        return fail(err, 413, E_BODY_TOO_LARGE, body)
+    if body + cl > n:
+        return 0
+    return body + cl
+
+
 def frame(data, *, Py_ssize_t max_size=DEFAULT_MAX_SIZE):
     """Stream framing (RFC 3261 §18.3): the length of the first unit in
     `data`, or 0 when more bytes are needed.  A unit is a whole message
     (headers and Content-Length bytes of body) or, when data starts with CR
     or LF, the run of CR/LF bytes (a keep-alive, RFC 5626 §3.5.1)."""
     cdef Py_buffer view
-    cdef const uint8_t* b
-    cdef Py_ssize_t n, p = 0, q, r, body = -1, ln, lim
-    cdef int64_t cl = 0, v
-    cdef const uint8_t* f
+    cdef perr_t err
+    cdef Py_ssize_t r
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     try:
-        b = <const uint8_t*>view.buf
-        n = view.len
-        if n and (b[0] == 13 or b[0] == 10):
-            while p < n and (b[p] == 13 or b[p] == 10):
-                p += 1
-            return p
-        # Find the blank line that ends the headers, reading each line once.
-        while True:
-            lim = min(n, max_size)
-            f = <const uint8_t*>memchr(b + p, 10, lim - p) if p < lim else NULL
-            if f == NULL:
-                if n >= max_size:
-                    raise SipError(513, "Message too large", max_size)
-                return 0
-            q = f - b
-            ln = q - p - (1 if q > p and b[q - 1] == 13 else 0)
-            if ln == 0 and p > 0:
-                body = q + 1
-                break
-            if p == 0:          # the start line: a method may be named "L"
-                p = q + 1
-                continue
-            # The whole header line, continuation lines (§7.3.1) included.
-            while q + 1 < lim and is_ws(b[q + 1]):
-                f = <const uint8_t*>memchr(b + q + 1, 10, lim - q - 1)
-                if f == NULL:
-                    break
-                q = f - b
-            # Content-Length (or compact l) header?
-            r = p
-            while r < q and is_token(b[r]):
-                r += 1
-            hid = header_id(b + p, r - p) if r > p else 0
-            if hid == H_CONTENT_LENGTH:
-                while r < q and is_ws(b[r]):
-                    r += 1
-                if r >= q or b[r] != 58:
-                    raise SipError(400, "Malformed Content-Length header", r)
-                r = skip_lws(b, r + 1, q + 1)
-                if parse_uint(b, r, rtrim_lws(b, r, q + 1), 2147483647, &v) < 0:
-                    raise SipError(400, "Malformed Content-Length header", r)
-                cl = v
-            p = q + 1
-        if cl > max_size:
-            raise SipError(413, "Body too large", body)
-        if body + cl > n:
-            return 0
-        return body + cl
+        r = frame_c(<const uint8_t*>view.buf, view.len, max_size, &err)
+        if r < 0:
+            raise sip_error(&err)
+        return r
     finally:
         PyBuffer_Release(&view)

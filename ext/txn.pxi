@@ -101,6 +101,7 @@ ctypedef struct tx_branch_t:
     uint8_t cancel      # TXC_*
     uint8_t local       # the final status was generated here (408/487)
     uint8_t got_prov
+    uint8_t reliable    # sent over a reliable transport (TCP): no A/E, D/K zero
     int32_t status      # last status received (the final once final)
     int32_t pad
     int32_t retr_ms     # the current A/E interval (or the CANCEL's E)
@@ -116,6 +117,7 @@ ctypedef struct tx_cell_t:
     uint8_t got6xx
     uint8_t nbr
     uint8_t prov_branch  # branch of the last provisional forwarded (0xff: local)
+    uint8_t reliable    # the request came over a reliable transport: no G, I/J zero
     int32_t last_status  # last response sent upstream, 0 when none
     int32_t g_ms        # the current G interval
     uint32_t br_mask    # branches created
@@ -366,6 +368,7 @@ cdef int32_t tx_alloc(tx_table_t* t, const uint8_t* key, int klen, uint64_t h,
     c.nbr = 0
     c.prov_branch = 0xff
     c.last_status = 0
+    c.reliable = 0
     c.g_ms = 0
     c.br_mask = 0
     c.final_mask = 0
@@ -397,11 +400,13 @@ cdef void tx_server_final(tx_table_t* t, int32_t ci, int kind, int branch, int s
         else:
             c.sstate = TXS_COMPLETED
             c.g_ms = t.t1
-            tx_timer_start(t, tx_tnode(ci, TXT_S_RETR), now + t.t1)         # G
+            if not c.reliable:
+                tx_timer_start(t, tx_tnode(ci, TXT_S_RETR), now + t.t1)     # G
             tx_timer_start(t, tx_tnode(ci, TXT_S_FINAL), now + 64 * t.t1)   # H
     else:
         c.sstate = TXS_COMPLETED
-        tx_timer_start(t, tx_tnode(ci, TXT_S_FINAL), now + 64 * t.t1)       # J
+        # J: 64*T1 for unreliable transports, zero for reliable (§17.2.2)
+        tx_timer_start(t, tx_tnode(ci, TXT_S_FINAL), now + (0 if c.reliable else 64 * t.t1))
 
 cdef inline bint tx_server_open(tx_cell_t* c) noexcept nogil:
     return c.sstate == TXS_TRYING or c.sstate == TXS_PROCEEDING
@@ -419,7 +424,8 @@ cdef void tx_send_cancel(tx_table_t* t, int32_t ci, int b, int64_t now) noexcept
     r.cancel = TXC_SENT
     tx_emit(t, TXA_SEND_CANCEL, c.id, b, 0, now)
     r.retr_ms = t.t1
-    tx_timer_start(t, tx_bnode(ci, b, TXT_B_RETR), now + t.t1)
+    if not r.reliable:
+        tx_timer_start(t, tx_bnode(ci, b, TXT_B_RETR), now + t.t1)
     tx_timer_start(t, tx_bnode(ci, b, TXT_B_FINAL), now + 64 * t.t1)
     tx_timer_stop(t, tx_bnode(ci, b, TXT_B_C))
 
@@ -528,7 +534,8 @@ cdef int64_t tx_on_request(tx_table_t* t, const uint8_t* branch, int blen,
             if c.sstate == TXS_COMPLETED:
                 c.sstate = TXS_CONFIRMED
                 tx_timer_stop(t, tx_tnode(ci, TXT_S_RETR))
-                tx_timer_start(t, tx_tnode(ci, TXT_S_FINAL), now + t.t4)   # I
+                tx_timer_start(t, tx_tnode(ci, TXT_S_FINAL),
+                               now + (0 if c.reliable else t.t4))          # I
             elif c.sstate != TXS_CONFIRMED:
                 # Accepted (RFC 6026 §7.1): the ACK goes to the TU
                 tx_emit(t, TXA_UNMATCHED, c.id, -1, 0, now)
@@ -613,10 +620,21 @@ cdef void tx_cancel_invite(tx_table_t* t, int32_t ci, int64_t now) noexcept nogi
         return
     tx_cancel_branches(t, ci, now)
 
-cdef int tx_fork(tx_table_t* t, int64_t txn, int n, int64_t now) noexcept nogil:
+cdef int tx_set_reliable(tx_table_t* t, int64_t txn) noexcept nogil:
+    """The server transaction's request came over a reliable transport."""
+    cdef int32_t ci = tx_cell_of(t, txn)
+    if ci < 0:
+        return -1
+    t.cells[ci].reliable = 1
+    return 0
+
+cdef int tx_fork(tx_table_t* t, int64_t txn, int n, int64_t now,
+                 uint32_t reliable_mask=0) noexcept nogil:
     """Create n client branches of txn and send the request on each (A/E and
-    B/F, plus Timer C for an INVITE).  Returns the first new branch index,
-    -1 on a bad txn or too many branches."""
+    B/F, plus Timer C for an INVITE); bit i of reliable_mask marks the i-th
+    new branch as sent over a reliable transport (no A/E retransmissions,
+    D and K zero, §17.1).  Returns the first new branch index, -1 on a bad
+    txn or too many branches."""
     cdef int32_t ci = tx_cell_of(t, txn)
     cdef tx_cell_t* c
     cdef tx_branch_t* r
@@ -636,11 +654,13 @@ cdef int tx_fork(tx_table_t* t, int64_t txn, int n, int64_t now) noexcept nogil:
         r.got_prov = 0
         r.status = 0
         r.retr_ms = t.t1
+        r.reliable = (reliable_mask >> (b - first)) & 1
         c.br_mask |= 1u << b
         c.nbr += 1
         t.live_branches += 1
         tx_emit(t, TXA_SEND_REQ, c.id, b, 0, now)
-        tx_timer_start(t, tx_bnode(ci, b, TXT_B_RETR), now + t.t1)         # A / E
+        if not r.reliable:
+            tx_timer_start(t, tx_bnode(ci, b, TXT_B_RETR), now + t.t1)     # A / E
         tx_timer_start(t, tx_bnode(ci, b, TXT_B_FINAL), now + 64 * t.t1)   # B / F
         if c.method == TXM_INVITE:
             tx_timer_start(t, tx_bnode(ci, b, TXT_B_C), now + t.tc)        # C
@@ -732,13 +752,15 @@ cdef int tx_on_response(tx_table_t* t, int64_t txn, int b, int status,
     if inv and status >= 300:
         tx_emit(t, TXA_SEND_ACK, c.id, b, status, now)      # §17.1.1.3
         r.state = TXB_COMPLETED
-        tx_timer_start(t, tx_bnode(ci, b, TXT_B_FINAL), now + t.td)     # D
+        tx_timer_start(t, tx_bnode(ci, b, TXT_B_FINAL),
+                       now + (0 if r.reliable else t.td))       # D
     elif inv:
         r.state = TXB_ACCEPTED
         tx_timer_start(t, tx_bnode(ci, b, TXT_B_FINAL), now + 64 * t.t1)  # M
     else:
         r.state = TXB_COMPLETED
-        tx_timer_start(t, tx_bnode(ci, b, TXT_B_FINAL), now + t.t4)     # K
+        tx_timer_start(t, tx_bnode(ci, b, TXT_B_FINAL),
+                       now + (0 if r.reliable else t.t4))       # K
     tx_decide(t, ci, b, status, now)
     return 0
 
@@ -978,13 +1000,19 @@ cdef class TxnTable:
                       <const uint8_t*>PyBytes_AS_STRING(s), <int>len(s), m, now)
         return self._drain()
 
+    def set_reliable(self, int64_t txn):
+        """The server transaction's request came over a reliable transport."""
+        if tx_set_reliable(&self.t, txn) < 0:
+            raise ValueError("unknown transaction")
+
     def on_cancel(self, branch, sent_by, int64_t now):
         """An upstream CANCEL (the same as on_request(..., "CANCEL", now))."""
         return self.on_request(branch, sent_by, "CANCEL", now)
 
-    def fork(self, int64_t txn, int n, int64_t now):
-        """Create n client branches and send the request on each."""
-        if tx_fork(&self.t, txn, n, now) < 0:
+    def fork(self, int64_t txn, int n, int64_t now, *, bint reliable=False):
+        """Create n client branches and send the request on each (over a
+        reliable transport when told: no retransmission timers)."""
+        if tx_fork(&self.t, txn, n, now, 0xffffffffu if reliable else 0) < 0:
             self.t.nacts = 0
             raise ValueError("cannot fork: unknown or closed transaction, or too many branches")
         return self._drain()

@@ -521,3 +521,48 @@ def test_random_event_storm_leaks_nothing():
             except ValueError:
                 pass
         finish(t, now + FAR)
+
+
+# ---------------------------------------------------------------------------
+# Reliable transports (TCP): no retransmission timers, D/I/J/K zero (§17)
+
+def test_reliable_branch_has_no_timer_a_and_timer_d_is_zero():
+    t = table()
+    out = t.on_request(b"z9hG4bKr", SB, "INVITE", 0)
+    txn = out[0][2]
+    assert acts(t.fork(txn, 1, 0, reliable=True)) == [(0, "send_request", 0, 0)]
+    # no Timer A: nothing is resent at T1, 2*T1...; Timer B still ends it
+    assert acts(t.advance(64 * T1 - 1)) == []
+    assert acts(t.advance(64 * T1)) == [(64 * T1, "reply", 0, 408)]
+    finish(t)
+    base = FAR + 1000                   # the clock only moves forward
+    out = t.on_request(b"z9hG4bKr2", SB, "INVITE", base)
+    txn = out[0][2]
+    t.fork(txn, 1, base, reliable=True)
+    assert acts(t.on_response(txn, 0, 486, base + 10)) == [
+        (base + 10, "send_ack", 0, 486), (base + 10, "forward", 0, 486)]
+    # Timer D is zero on a reliable branch: the branch ends at once
+    t.advance(base + 10)
+    assert t.state(txn)[1] == ["terminated"]
+    finish(t, FAR * 2)
+
+
+def test_reliable_server_has_no_timer_g_and_timer_j_is_zero():
+    t = table()
+    out = t.on_request(b"z9hG4bKs", SB, "INVITE", 0)
+    txn = out[0][2]
+    t.set_reliable(txn)
+    t.fork(txn, 1, 0)
+    t.on_response(txn, 0, 486, 10)
+    # no Timer G retransmissions of the 486 upstream
+    assert [a for a in acts(t.advance(10 * T1)) if a[1] == "resend"] == []
+    finish(t)
+    out = t.on_request(b"z9hG4bKs2", SB, "OPTIONS", 0 + FAR)
+    txn = out[0][2]
+    t.set_reliable(txn)
+    t.fork(txn, 1, FAR)
+    t.on_response(txn, 0, 200, FAR + 5)
+    # Timer J is zero: the server transaction is gone on the next tick
+    t.advance(FAR + 5 + T4 + 1)
+    assert t.state(txn) is None
+    finish(t, FAR * 2)

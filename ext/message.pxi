@@ -837,7 +837,7 @@ def bench_parse_loop(data, int n):
 
 
 cdef Py_ssize_t frame_c(const uint8_t* b, Py_ssize_t n, Py_ssize_t max_size,
-                       perr_t* err) noexcept nogil:
+                        perr_t* err) noexcept nogil:
     """frame() in C: the unit's length, 0 when more bytes are needed, -1
     with err filled (513, 413, 400) when the stream cannot be framed."""
     cdef Py_ssize_t p = 0, q, r, body = -1, ln, lim

@@ -49,6 +49,34 @@ cdef extern from "<netinet/in.h>" nogil:
     uint16_t htons(uint16_t)
     uint16_t ntohs(uint16_t)
 
+cdef extern from "<sys/socket.h>" nogil:
+    int socket(int domain, int type, int protocol)
+    int connect(int fd, const sockaddr* addr, socklen_t len)
+    int accept4(int fd, sockaddr* addr, socklen_t* len, int flags)
+    int getsockopt(int fd, int level, int name, void* val, socklen_t* len)
+    int setsockopt(int fd, int level, int name, const void* val, socklen_t len)
+    int SOCK_STREAM
+    int SOCK_NONBLOCK
+    int SOCK_CLOEXEC
+    int SOL_SOCKET
+    int SO_ERROR
+
+cdef extern from "<netinet/tcp.h>" nogil:
+    int IPPROTO_TCP
+    int TCP_NODELAY
+
+cdef extern from "<unistd.h>" nogil:
+    ssize_t read(int fd, void* buf, size_t n)
+    ssize_t write(int fd, const void* buf, size_t n)
+    int close(int fd)
+
+cdef extern from "<errno.h>" nogil:
+    int errno
+    int EAGAIN
+    int EWOULDBLOCK
+    int EINPROGRESS
+    int EINTR
+
 cdef extern from "<arpa/inet.h>" nogil:
     const char* inet_ntop(int af, const void* src, char* dst, socklen_t size)
     int inet_pton(int af, const char* src, void* dst)
@@ -195,12 +223,14 @@ cdef int buf_set(buf_t* b, const char* s, Py_ssize_t n) noexcept nogil:
 
 ctypedef struct bstore_t:
     sockaddr_storage dst    # where this branch's request goes
+    int tcp                 # over TCP (a connection to dst), else UDP
     buf_t req               # the request as forwarded on this branch
     buf_t resp              # its last response, our Via popped
 
 ctypedef struct cstore_t:
     sockaddr_storage up     # where upstream responses go (§18.2.2, RFC 3581)
-    int upfd                # the socket the request came in on
+    int upfd                # the socket (or TCP connection) the request came in on
+    uint8_t uptcp           # it came over TCP
     uint8_t custom          # `last` holds a response made by the control plane
     uint8_t cancel          # the cell is a CANCEL's
     uint8_t invite          # the cell is an INVITE's
@@ -224,6 +254,90 @@ cdef void cstore_free(cstore_t* c) noexcept nogil:
         free(c.bs[i].req.p)
         free(c.bs[i].resp.p)
     free(c.bs)
+
+# TCP connections (RFC 3261 §18: Content-Length framing, answers on the
+# connection the request came in on, requests to a TCP next hop over a
+# connection opened on demand and reused).  The event loop watches their
+# descriptors; everything read or written is handled here.
+
+cdef enum:
+    CONN_FREE = 0
+    CONN_CONNECTING = 1
+    CONN_OPEN = 2
+    FD_MAP = 65536          # descriptors we can map to a connection
+    CONN_RX_MAX = 2 * 65536 + 4096
+    CONN_TX_MAX = 4 << 20   # a peer this far behind is closed
+
+ctypedef struct conn_t:
+    int fd
+    int state
+    sockaddr_storage peer
+    buf_t rx
+    buf_t tx
+    int64_t last
+    uint8_t watching        # 1 read, 2 write, 3 both (what the loop watches)
+    uint8_t dead            # close when the current batch is done
+
+cdef bint same_addr(const sockaddr_storage* a, const sockaddr_storage* b) noexcept nogil:
+    if a.ss_family != b.ss_family:
+        return False
+    if a.ss_family == AF_INET6:
+        return (<sockaddr_in6*>a).sin6_port == (<sockaddr_in6*>b).sin6_port and memcmp(
+            &(<sockaddr_in6*>a).sin6_addr, &(<sockaddr_in6*>b).sin6_addr, 16) == 0
+    return ((<sockaddr_in*>a).sin_port == (<sockaddr_in*>b).sin_port
+            and (<sockaddr_in*>a).sin_addr.s_addr == (<sockaddr_in*>b).sin_addr.s_addr)
+
+cdef int buf_append(buf_t* b, const char* s, Py_ssize_t n) noexcept nogil:
+    cdef char* q
+    cdef Py_ssize_t cap
+    if b.len + n > b.cap:
+        cap = b.cap * 2 if b.cap > 0 else 4096
+        while cap < b.len + n:
+            cap *= 2
+        q = <char*>realloc(b.p, cap)
+        if q == NULL:
+            return -1
+        b.p = q
+        b.cap = <int32_t>cap
+    memcpy(b.p + b.len, s, n)
+    b.len += <int32_t>n
+    return 0
+
+cdef int buf_grow(buf_t* b, Py_ssize_t cap) noexcept nogil:
+    cdef char* q
+    if cap <= b.cap:
+        return 0
+    q = <char*>realloc(b.p, cap)
+    if q == NULL:
+        return -1
+    b.p = q
+    b.cap = <int32_t>cap
+    return 0
+
+cdef bint uri_param_is(const uint8_t* b, uri_t* u, const char* name, int nl,
+                       const char* val, int vl) noexcept nogil:
+    """Whether the URI has the parameter name=val (both case-insensitive)."""
+    cdef Py_ssize_t p, end, q, k
+    if u.params.off < 0:
+        return False
+    p = u.params.off
+    end = u.params.off + u.params.len
+    while p < end:
+        q = p
+        while q < end and b[q] != 59:
+            q += 1
+        if q - p == nl + 1 + vl and b[p + nl] == 61:
+            k = 0
+            while k < nl and LOWER[b[p + k]] == <uint8_t>name[k]:
+                k += 1
+            if k == nl:
+                k = 0
+                while k < vl and LOWER[b[p + nl + 1 + k]] == <uint8_t>val[k]:
+                    k += 1
+                if k == vl:
+                    return True
+        p = q + 1
+    return False
 
 cdef inline int64_t now_ms() noexcept nogil:
     cdef timespec ts
@@ -415,6 +529,14 @@ cdef class UdpProxy:
     cdef int64_t deferred_until[MAX_DEFERRED]
     cdef int ndeferred
     cdef bint any_direct
+    cdef bint in_tcp, out_tcp, want_rr
+    cdef int tcp_lfd, tcp_port, max_conns, nconns
+    cdef conn_t* conns
+    cdef int32_t* conn_of_fd
+    cdef int64_t idle_ms, last_sweep
+    cdef uint8_t hop_tcp[MAX_HOPS]
+    cdef object watch
+    cdef readonly uint64_t tcp_accepted, tcp_connected, tcp_closed, tcp_errors
     cdef readonly int64_t pending_count, pending_invites
     cdef readonly uint64_t delegated, relayed_direct, calls_ended, calls_expired
     cdef readonly uint64_t received, sent, forwarded_requests, forwarded_responses
@@ -425,6 +547,9 @@ cdef class UdpProxy:
     def __cinit__(self):
         self.rxbuf = <char*>malloc(BATCH * SLOT)
         self.txbuf = <char*>malloc(BATCH * SLOT)
+        self.tcp_lfd = -1
+        self.conns = NULL
+        self.conn_of_fd = NULL
         self.cs = NULL
         self.t.cells = NULL
         if self.rxbuf == NULL or self.txbuf == NULL:
@@ -435,6 +560,14 @@ cdef class UdpProxy:
         free(self.rxbuf)
         free(self.txbuf)
         free(self.dl.e)
+        if self.conns != NULL:
+            for i in range(self.max_conns):
+                if self.conns[i].state != CONN_FREE:
+                    close(self.conns[i].fd)
+                free(self.conns[i].rx.p)
+                free(self.conns[i].tx.p)
+            free(self.conns)
+        free(self.conn_of_fd)
         if self.cs != NULL:
             for i in range(self.t.cap):
                 cstore_free(&self.cs[i])
@@ -478,11 +611,13 @@ cdef class UdpProxy:
         if len(next_hops) > MAX_HOPS:
             raise ValueError(f"at most {MAX_HOPS} next hops")
         self.nhops = 0
-        for ip, hport in next_hops:
+        for hop in next_hops:
+            ip, hport = hop[0], hop[1]
             nh = ip.encode()
             if addr_from_host(<const uint8_t*><char*>nh, len(nh), hport,
                               &self.hops[self.nhops]) < 0:
                 raise ValueError(f"next hop must be an IP address: {ip!r}")
+            self.hop_tcp[self.nhops] = len(hop) > 2 and hop[2] == "tcp"
             self.nhops += 1
         self.set_hooks(on_register=on_register, on_lookup=on_lookup, on_options=on_options,
                        on_invite=on_invite)
@@ -525,6 +660,77 @@ cdef class UdpProxy:
     def on_readable(self):
         """Drain the listening socket (called by the event loop's add_reader)."""
         self._drain(self.fd)
+
+    def add_tcp_listener(self, int fd, int port, watch, *, int max_connections=4096,
+                         int idle_timeout=600):
+        """Serve TCP too: fd is a bound, listening, non-blocking TCP socket
+        on this proxy's host (register on_tcp_accept for it);
+        watch(fd, mode) is called whenever a connection's descriptor must
+        be watched for reading (mode 1), reading and writing (3), or no
+        more (0): it registers on_conn_readable(fd) / on_conn_writable(fd).
+        Connections idle for idle_timeout s are closed."""
+        if max_connections <= 0 or max_connections > FD_MAP:
+            raise ValueError(f"max_connections must be in 1..{FD_MAP}")
+        self.conns = <conn_t*>calloc(max_connections, sizeof(conn_t))
+        self.conn_of_fd = <int32_t*>malloc(FD_MAP * sizeof(int32_t))
+        if self.conns == NULL or self.conn_of_fd == NULL:
+            raise MemoryError()
+        memset(self.conn_of_fd, 0xff, FD_MAP * sizeof(int32_t))
+        self.max_conns = max_connections
+        self.tcp_lfd = fd
+        self.tcp_port = port
+        self.watch = watch
+        self.idle_ms = <int64_t>idle_timeout * 1000
+
+    def on_tcp_accept(self):
+        """Accept the pending connections (the listener is readable)."""
+        cdef sockaddr_storage a
+        cdef socklen_t al
+        cdef int fd, ci, one = 1
+        while True:
+            al = sizeof(sockaddr_storage)
+            fd = accept4(self.tcp_lfd, <sockaddr*>&a, &al, SOCK_NONBLOCK | SOCK_CLOEXEC)
+            if fd < 0:
+                return
+            ci = self._conn_new(fd, &a, CONN_OPEN)
+            if ci < 0:
+                close(fd)
+                self.tcp_errors += 1
+                continue
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(int))
+            self.tcp_accepted += 1
+            self._watch(ci, 1)
+
+    def on_conn_readable(self, int fd):
+        """Read what a connection has, frame it and handle every message."""
+        cdef int ci = self._conn_index(fd)
+        if ci >= 0:
+            self._conn_read(ci)
+            self._flush()
+
+    def on_conn_writable(self, int fd):
+        """A connection can take more bytes (or finished connecting)."""
+        cdef int ci = self._conn_index(fd)
+        cdef int err = 0
+        cdef socklen_t el = sizeof(int)
+        cdef conn_t* k
+        if ci < 0:
+            return
+        k = &self.conns[ci]
+        if k.state == CONN_CONNECTING:
+            if getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 or err != 0:
+                self.tcp_errors += 1
+                self._conn_close(ci)
+                return
+            k.state = CONN_OPEN
+            self.tcp_connected += 1
+        self._conn_flush(ci)
+
+    def tcp_stats(self):
+        """Open TCP connections and their counters."""
+        return {"connections": self.nconns, "accepted": self.tcp_accepted,
+                "connected": self.tcp_connected, "closed": self.tcp_closed,
+                "errors": self.tcp_errors}
 
     def on_send_readable(self):
         """Drain this worker's own socket (responses to forwarded requests)."""
@@ -596,6 +802,9 @@ cdef class UdpProxy:
             self.calls_expired += dlg_sweep(&self.dl, now, 512)
             self._run(None, NULL, -1)
             self._flush()
+        if self.conns != NULL and now_ms() // 1000 != self.last_sweep:
+            self.last_sweep = now_ms() // 1000
+            self._conn_sweep()
 
     cdef void _defer_expired(self, int64_t txn) noexcept:
         cdef int32_t ci = tx_cell_of(&self.t, txn)
@@ -648,6 +857,221 @@ cdef class UdpProxy:
                       "delegated": self.delegated, "relayed_direct": self.relayed_direct})
         return d
 
+    # -- TCP connections ----------------------------------------------------
+
+    cdef int _conn_index(self, int fd) noexcept:
+        if self.conn_of_fd == NULL or fd < 0 or fd >= FD_MAP:
+            return -1
+        return self.conn_of_fd[fd]
+
+    cdef int _conn_new(self, int fd, const sockaddr_storage* peer, int state) noexcept:
+        cdef int i
+        cdef conn_t* k
+        if fd >= FD_MAP or self.nconns >= self.max_conns:
+            return -1
+        for i in range(self.max_conns):
+            if self.conns[i].state == CONN_FREE:
+                k = &self.conns[i]
+                k.fd = fd
+                k.state = state
+                memcpy(&k.peer, peer, sizeof(sockaddr_storage))
+                k.rx.len = 0
+                k.tx.len = 0
+                k.last = now_ms()
+                k.watching = 0
+                k.dead = 0
+                self.conn_of_fd[fd] = i
+                self.nconns += 1
+                return i
+        return -1
+
+    cdef void _watch(self, int ci, int mode) noexcept:
+        cdef conn_t* k = &self.conns[ci]
+        if k.watching == mode:
+            return
+        k.watching = <uint8_t>mode
+        try:
+            self.watch(k.fd, mode)
+        except BaseException:
+            self.tcp_errors += 1
+
+    cdef void _conn_close(self, int ci) noexcept:
+        cdef conn_t* k = &self.conns[ci]
+        if k.state == CONN_FREE:
+            return
+        self._watch(ci, 0)
+        self.conn_of_fd[k.fd] = -1
+        close(k.fd)
+        k.state = CONN_FREE
+        k.rx.len = 0
+        k.tx.len = 0
+        self.nconns -= 1
+        self.tcp_closed += 1
+
+    cdef void _conn_flush(self, int ci) noexcept:
+        """Write what the connection has waiting; watch for writability
+        while something is left."""
+        cdef conn_t* k = &self.conns[ci]
+        cdef ssize_t w
+        cdef int32_t done = 0
+        while done < k.tx.len:
+            w = write(k.fd, k.tx.p + done, k.tx.len - done)
+            if w < 0:
+                if errno == EAGAIN or errno == EWOULDBLOCK:
+                    break
+                if errno == EINTR:
+                    continue
+                self.tcp_errors += 1
+                self._conn_close(ci)
+                return
+            done += <int32_t>w
+        if done > 0:
+            memmove(k.tx.p, k.tx.p + done, k.tx.len - done)
+            k.tx.len -= done
+        self._watch(ci, 3 if k.tx.len > 0 else 1)
+
+    cdef void _conn_write(self, int ci, const char* p, Py_ssize_t n) noexcept:
+        """One message onto a connection: written at once when nothing is
+        waiting, else queued behind."""
+        cdef conn_t* k = &self.conns[ci]
+        cdef ssize_t w = 0
+        k.last = now_ms()
+        if k.state == CONN_OPEN and k.tx.len == 0:
+            w = write(k.fd, p, n)
+            if w == n:
+                self.sent += 1
+                return
+            if w < 0:
+                if errno != EAGAIN and errno != EWOULDBLOCK and errno != EINTR:
+                    self.tcp_errors += 1
+                    self._conn_close(ci)
+                    self.send_errors += 1
+                    return
+                w = 0
+        if k.tx.len + n - w > CONN_TX_MAX or buf_append(&k.tx, p + w, n - w) < 0:
+            self.tcp_errors += 1
+            self._conn_close(ci)           # too slow a peer
+            self.send_errors += 1
+            return
+        self.sent += 1
+        self._watch(ci, 3)
+
+    cdef void _tcp_send(self, const sockaddr_storage* dst, const char* p,
+                        Py_ssize_t n) noexcept:
+        """Send over the open connection to dst, or a new one (RFC 3261
+        §18.1.1 reuse, §18.2.2 for answers whose connection is gone)."""
+        cdef int i, fd, ci, r, one = 1
+        if self.conns == NULL:
+            self.send_errors += 1
+            return
+        for i in range(self.max_conns):
+            if self.conns[i].state != CONN_FREE and not self.conns[i].dead \
+                    and same_addr(&self.conns[i].peer, dst):
+                self._conn_write(i, p, n)
+                return
+        fd = socket(dst.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
+        if fd < 0:
+            self.send_errors += 1
+            return
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(int))
+        r = connect(fd, <const sockaddr*>dst, addr_len(dst))
+        if r < 0 and errno != EINPROGRESS:
+            close(fd)
+            self.tcp_errors += 1
+            self.send_errors += 1
+            return
+        ci = self._conn_new(fd, dst, CONN_OPEN if r == 0 else CONN_CONNECTING)
+        if ci < 0:
+            close(fd)
+            self.send_errors += 1
+            return
+        if r == 0:
+            self.tcp_connected += 1
+        self._conn_write(ci, p, n)
+        self._watch(ci, 3)
+
+    cdef void _conn_read(self, int ci) noexcept:
+        """Read, frame by Content-Length (§18.3) and handle each message; a
+        stream that cannot be framed is answered (when it can be) and closed."""
+        cdef conn_t* k = &self.conns[ci]
+        cdef ssize_t r
+        cdef Py_ssize_t off = 0, unit
+        cdef perr_t err
+        cdef int fd = k.fd
+        while True:
+            if k.rx.cap - k.rx.len < 16384:
+                if k.rx.cap >= CONN_RX_MAX \
+                        or buf_grow(&k.rx, k.rx.cap * 2 if k.rx.cap > 0 else 32768) < 0:
+                    break           # full: framing below answers 513 and closes
+            r = read(fd, k.rx.p + k.rx.len, k.rx.cap - k.rx.len)
+            if r > 0:
+                k.rx.len += <int32_t>r
+                continue
+            if r == 0:
+                k.dead = 1              # the peer closed: handle what is there, then close
+            elif errno != EAGAIN and errno != EWOULDBLOCK and errno != EINTR:
+                k.dead = 1
+            break
+        k.last = now_ms()
+        self.in_tcp = True
+        while off < k.rx.len:
+            unit = frame_c(<const uint8_t*>k.rx.p + off, k.rx.len - off, SLOT, &err)
+            if unit == 0:
+                if k.rx.len - off >= SLOT:
+                    unit = -1           # no end of headers within the limit
+                    fail(&err, 513, E_TOO_LARGE, off)
+                else:
+                    break
+            if unit < 0:
+                self.malformed += 1
+                self._stream_error(ci, k.rx.p + off, k.rx.len - off, &err)
+                k.dead = 1
+                off = k.rx.len
+                break
+            if (<uint8_t>k.rx.p[off] == 13 or <uint8_t>k.rx.p[off] == 10):
+                if unit >= 4:
+                    self._conn_write(ci, "\r\n", 2)    # RFC 5626 §3.5.1 pong
+            else:
+                self.received += 1
+                self._handle(k.rx.p + off, unit, &k.peer, fd)
+            off += unit
+            if self.conns[ci].state == CONN_FREE:
+                break
+        self.in_tcp = False
+        if self.conns[ci].state == CONN_FREE:
+            return
+        if off > 0:
+            memmove(k.rx.p, k.rx.p + off, k.rx.len - off)
+            k.rx.len -= <int32_t>off
+        if k.dead:
+            self._conn_close(ci)
+
+    cdef void _stream_error(self, int ci, const char* p, Py_ssize_t n, perr_t* err) noexcept:
+        """A request the stream could not frame gets its error answer when
+        its headers can be read (before the connection closes)."""
+        cdef Message m = self.m
+        cdef perr_t e2
+        m.b = <const uint8_t*>p
+        m.buflen = n if n < SLOT else SLOT
+        m._reset()
+        if m._parse(&e2, True, SLOT, DEFAULT_MAX_HEADERS_C, DEFAULT_MAX_LINE_C) < 0 \
+                and (m.looks_response or m.sl_method.len == 0):
+            return
+        if m.is_req or (not m.looks_response and m.sl_method.len > 0):
+            self._reply(m, err.status, err, &self.conns[ci].peer, self.conns[ci].fd, 0)
+
+    cdef void _conn_sweep(self) noexcept:
+        """Close connections idle for longer than the idle timeout."""
+        cdef int i
+        cdef int64_t limit
+        if self.conns == NULL or self.nconns == 0:
+            return
+        limit = now_ms() - self.idle_ms
+        for i in range(self.max_conns):
+            if self.conns[i].state != CONN_FREE and self.conns[i].last < limit \
+                    and self.conns[i].tx.len == 0:
+                self._conn_close(i)
+
     # -- I/O -------------------------------------------------------------
 
     cdef void _drain(self, int fd) noexcept:
@@ -662,7 +1086,7 @@ cdef class UdpProxy:
                 break
             self.received += n
             for i in range(n):
-                self._one(i, self.rx[i].msg_len, fd)
+                self._handle(self.rxbuf + i * SLOT, self.rx[i].msg_len, &self.rxa[i], fd)
             self._flush()
             if n < BATCH:
                 break
@@ -688,6 +1112,12 @@ cdef class UdpProxy:
         return self.txbuf + self.ntx * SLOT
 
     cdef void _queue(self, Py_ssize_t n, const sockaddr_storage* dst, int fd) noexcept:
+        """Send the n bytes built in the current slot: on fd's TCP
+        connection when fd is one, else queued for sendmmsg on fd."""
+        cdef int ci = self._conn_index(fd)
+        if ci >= 0:
+            self._conn_write(ci, self._slot(), n)
+            return
         memcpy(&self.txa[self.ntx], dst, sizeof(sockaddr_storage))
         self.tx[self.ntx].msg_hdr.msg_namelen = addr_len(dst)
         self.txv[self.ntx].iov_len = n
@@ -698,16 +1128,35 @@ cdef class UdpProxy:
 
     cdef void _send(self, const char* p, Py_ssize_t n, const sockaddr_storage* dst,
                     int fd) noexcept:
+        cdef int ci = self._conn_index(fd)
         if n <= 0 or n > SLOT:
             self.dropped += 1
+            return
+        if ci >= 0:
+            self._conn_write(ci, p, n)
             return
         memcpy(self._slot(), p, n)
         self._queue(n, dst, fd)
 
-    cdef void _one(self, int i, Py_ssize_t n, int fd) noexcept:
+    cdef void _send_up(self, cstore_t* c, const char* p, Py_ssize_t n) noexcept:
+        """To upstream: on the connection the request came on, or (TCP,
+        that connection gone) a new one to the same address (§18.2.2)."""
+        if c.uptcp and self._conn_index(c.upfd) < 0:
+            self._tcp_send(&c.up, p, n)
+        else:
+            self._send(p, n, &c.up, c.upfd)
+
+    cdef void _send_down(self, bstore_t* b, const char* p, Py_ssize_t n) noexcept:
+        """To a branch's next hop, over its transport."""
+        if b.tcp:
+            self._tcp_send(&b.dst, p, n)
+        else:
+            self._send(p, n, &b.dst, self.sfd)
+
+    cdef void _handle(self, char* pkt, Py_ssize_t n, sockaddr_storage* src, int fd) noexcept:
+        """One message (a datagram, or a unit framed off a TCP stream)."""
         cdef Message m = self.m
         cdef perr_t err
-        cdef char* pkt = self.rxbuf + i * SLOT
         # A lone CRLF (keep-alive) or runt: nothing to do.
         if n < 12:
             self.dropped += 1
@@ -720,10 +1169,10 @@ cdef class UdpProxy:
             if m.looks_response or m.sl_method.len == 0:
                 self.dropped += 1
             else:
-                self._reply(m, err.status, &err, &self.rxa[i], fd, 0)
+                self._reply(m, err.status, &err, src, fd, 0)
             return
         if m.is_req:
-            self._request(m, &self.rxa[i], fd)
+            self._request(m, src, fd)
         else:
             self._response(m, fd)
 
@@ -743,7 +1192,7 @@ cdef class UdpProxy:
         filled).  The top Via is scanned already."""
         cdef fedit_t* e = &self.ed
         cdef hdr_t* h
-        cdef Py_ssize_t x, at
+        cdef Py_ssize_t x, at, vend
         cdef naddr_t route
         cdef char srctext[ADDR_TEXT]
         cdef int srcport, srclen, start, i
@@ -764,30 +1213,32 @@ cdef class UdpProxy:
             fe_put(e, ";received=", 10)
             fe_put(e, srctext, srclen)
             fe_lump(e, x, x, start)
-        # Route: pop the top entry if it names us; the next one is the target.
+        # Route (§16.4, §16.6 step 6): pop the leading entries naming us
+        # (two after a transport change, RFC 5658); the first other one is
+        # the target.
+        self.out_tcp = False
         if m.first[H_ROUTE] >= 0:
-            h = &m.hdrs[m.first[H_ROUTE]]
-            x = list_element_end(m.b, h.value_off, h.value_off + h.value_len)
-            if x < 0 or scan_naddr(m.b, h.value_off, x, &route, err, H_ROUTE) < 0:
-                fail(err, 400, E_MALFORMED, h.value_off, H_ROUTE)
-                return -400
-            if self._names_us(m, &route.uri):
-                if fe_pop_element(e, m, H_ROUTE) < 0:
-                    fail(err, 500, E_OK, -1)
-                    return -500
-                # the next Route: the rest of this line, or the next line
-                if x < h.value_off + h.value_len:
-                    at = skip_lws(m.b, x + 1, h.value_off + h.value_len)
-                    routed = self._route_target(m, at, h.value_off + h.value_len, dst)
-                else:
-                    for i in range(m.first[H_ROUTE] + 1, m.nhdr):
-                        if m.hdrs[i].hid == H_ROUTE:
-                            routed = self._route_target(
-                                m, m.hdrs[i].value_off,
-                                m.hdrs[i].value_off + m.hdrs[i].value_len, dst)
-                            break
-            else:
-                routed = self._route_target(m, h.value_off, x, dst)
+            for i in range(m.first[H_ROUTE], m.nhdr):
+                h = &m.hdrs[i]
+                if h.hid != H_ROUTE:
+                    continue
+                vend = h.value_off + h.value_len
+                at = h.value_off
+                while at < vend:
+                    x = list_element_end(m.b, at, vend)
+                    if x < 0 or scan_naddr(m.b, at, x, &route, err, H_ROUTE) < 0:
+                        fail(err, 400, E_MALFORMED, h.value_off, H_ROUTE)
+                        return -400
+                    if not self._names_us(m, &route.uri):
+                        break
+                    at = skip_lws(m.b, x + 1, vend) if x < vend else vend
+                if at >= vend:
+                    fe_lump(e, h.name_off, h.line_end, e.an)     # all ours: the line goes
+                    continue
+                if at > h.value_off:
+                    fe_lump(e, h.value_off, at, e.an)            # ours at its start go
+                routed = route.uri.kind != 0 and self._target(m, &route.uri, dst)
+                break
         # Max-Forwards minus one (70 when absent, §16.6 step 3).
         start = e.an
         if m.mf < 0:
@@ -797,18 +1248,9 @@ cdef class UdpProxy:
             h = &m.hdrs[m.first[H_MAX_FORWARDS]]
             fe_int(e, m.mf - 1)
             fe_lump(e, h.value_off, h.value_off + h.value_len, start)
-        if rr and self.record_route and (span_ieq(m.b, m.sl_method, "invite", 6)
-                                         or span_ieq(m.b, m.sl_method, "subscribe", 9)
-                                         or span_ieq(m.b, m.sl_method, "refer", 5)):
-            start = e.an
-            fe_put(e, "Record-Route: <sip:", 19)
-            fe_put(e, self.host, self.host_len)
-            fe_put(e, ":", 1)
-            fe_int(e, self.port)
-            fe_put(e, ";lr>\r\n", 6)
-            at = m.hdrs[m.first[H_RECORD_ROUTE]].name_off if m.first[H_RECORD_ROUTE] >= 0 \
-                else m.hdrs[m.first[H_VIA]].name_off
-            fe_lump(e, at, at, start)
+        self.want_rr = rr and self.record_route and (
+            span_ieq(m.b, m.sl_method, "invite", 6) or span_ieq(m.b, m.sl_method, "subscribe", 9)
+            or span_ieq(m.b, m.sl_method, "refer", 5))
         if routed:
             return RT_DST
         if scan_uri(m.b, m.sl_uri.off, m.sl_uri.off + m.sl_uri.len, &m.ruri, err, 0) < 0 \
@@ -821,25 +1263,60 @@ cdef class UdpProxy:
         # Request-URI (§16.12 loose routing); the static next hops are for
         # the requests that start something.
         if self.nhops > 0 and not (m.first[H_TO] >= 0 and self._has_tag(m, &m.hdrs[m.first[H_TO]])
-                                   and addr_from_host(m.b + m.ruri.host.off, m.ruri.host.len,
-                                                      m.ruri.port if m.ruri.port > 0 else 5060,
-                                                      dst) == 0):
+                                   and self._target(m, &m.ruri, dst)):
             return RT_STATIC
-        if addr_from_host(m.b + m.ruri.host.off, m.ruri.host.len,
-                          m.ruri.port if m.ruri.port > 0 else 5060, dst) < 0:
+        if not self._target(m, &m.ruri, dst):
             fail(err, 404, E_OK, -1)
             return -404
         return RT_DST
 
-    cdef int _push_via(self, Message m, const char* branch, int blen) noexcept:
-        """Lump: our Via (sent from the send socket) above the top one."""
+    cdef bint _target(self, Message m, uri_t* u, sockaddr_storage* dst) noexcept:
+        """The address of a SIP URI with an IP literal host, and (into
+        out_tcp) whether it asks for TCP (transport=tcp)."""
+        self.out_tcp = self.tcp_lfd >= 0 and uri_param_is(m.b, u, "transport", 9, "tcp", 3)
+        return addr_from_host(m.b + u.host.off, u.host.len, u.port if u.port > 0 else 5060,
+                              dst) == 0
+
+    cdef void _add_rr(self, Message m) noexcept:
+        """Our Record-Route (after _prepare set want_rr and the transport
+        of the way out is known): one entry, or two when the request
+        changes transport, the top one for the side it leaves on (RFC 5658)."""
+        cdef fedit_t* e = &self.ed
+        cdef int start
+        cdef Py_ssize_t at
+        if not self.want_rr:
+            return
+        start = e.an
+        fe_put(e, "Record-Route: <sip:", 19)
+        fe_put(e, self.host, self.host_len)
+        fe_put(e, ":", 1)
+        fe_int(e, self.port)
+        if self.out_tcp:
+            fe_put(e, ";transport=tcp", 14)
+        fe_put(e, ";lr>", 4)
+        if self.out_tcp != self.in_tcp:
+            fe_put(e, ", <sip:", 7)
+            fe_put(e, self.host, self.host_len)
+            fe_put(e, ":", 1)
+            fe_int(e, self.port)
+            if self.in_tcp:
+                fe_put(e, ";transport=tcp", 14)
+            fe_put(e, ";lr>", 4)
+        fe_put(e, "\r\n", 2)
+        at = m.hdrs[m.first[H_RECORD_ROUTE]].name_off if m.first[H_RECORD_ROUTE] >= 0 \
+            else m.hdrs[m.first[H_VIA]].name_off
+        fe_lump(e, at, at, start)
+
+    cdef int _push_via(self, Message m, const char* branch, int blen, bint tcp) noexcept:
+        """Lump: our Via (UDP: naming the send socket; TCP: the listener,
+        the answers come back on the connection anyway) above the top one."""
         cdef fedit_t* e = &self.ed
         cdef int start = e.an
         cdef Py_ssize_t at
-        fe_put(e, "Via: SIP/2.0/UDP ", 17)
+        fe_put(e, "Via: SIP/2.0/TCP " if tcp else "Via: SIP/2.0/UDP ", 17)
         fe_put(e, self.host, self.host_len)
         fe_put(e, ":", 1)
-        fe_int(e, self.sport)
+        fe_int(e, self.tcp_port if tcp else self.sport)
         fe_put(e, ";branch=", 8)
         fe_put(e, branch, blen)
         fe_put(e, ";rport\r\n", 8)
@@ -857,17 +1334,6 @@ cdef class UdpProxy:
             return -1
         lumps_apply(m.b, m.size, e.lumps, e.n, e.arena, out)
         return total
-
-    cdef bint _route_target(self, Message m, Py_ssize_t s, Py_ssize_t end,
-                            sockaddr_storage* dst) noexcept:
-        """Destination of the Route value starting at s (an IP literal)."""
-        cdef naddr_t na
-        cdef perr_t err
-        cdef Py_ssize_t x = list_element_end(m.b, s, end)
-        if x < 0 or scan_naddr(m.b, s, x, &na, &err, H_ROUTE) < 0 or na.uri.kind == 0:
-            return False
-        return addr_from_host(m.b + na.uri.host.off, na.uri.host.len,
-                              na.uri.port if na.uri.port > 0 else 5060, dst) == 0
 
     cdef bint _check(self, Message m, sockaddr_storage* src, int fd) noexcept:
         """§16.3 checks common to both modes; False when answered/dropped."""
@@ -923,6 +1389,7 @@ cdef class UdpProxy:
             h = &m.hdrs[m.first[H_CALL_ID]]
             hv = fnv64(m.b + h.value_off, h.value_len, 14695981039346656037ULL)
             memcpy(&dst, &self.hops[hv % <uint64_t>self.nhops], sizeof(sockaddr_storage))
+            self.out_tcp = self.hop_tcp[hv % <uint64_t>self.nhops]
         if m.top_via.branch.off >= 0 and m.top_via.branch.len > 7:
             hv = fnv64(m.b + m.top_via.branch.off, m.top_via.branch.len, 14695981039346656037ULL)
         else:
@@ -935,12 +1402,16 @@ cdef class UdpProxy:
         memcpy(br, b"z9hG4bK", 7)
         for i in range(16):
             br[7 + i] = HEXDIGITS[(hv >> (60 - 4 * i)) & 15]
-        self._push_via(m, br, 23)
+        self._push_via(m, br, 23, self.out_tcp)
+        self._add_rr(m)
         total = self._apply(m, self._slot())
         if total < 0:
             self.dropped += 1
             return
-        self._queue(total, &dst, self.sfd)
+        if self.out_tcp:
+            self._tcp_send(&dst, self._slot(), total)
+        else:
+            self._queue(total, &dst, self.sfd)
         self.forwarded_requests += 1
 
     # -- the stateful path ----------------------------------------------------
@@ -1004,7 +1475,7 @@ cdef class UdpProxy:
                 self._on_new(m, a.txn, c, src, fd)
             elif a.kind == TXA_SEND_REQ:
                 b = &c.bs[a.branch]
-                self._send(b.req.p, b.req.len, &b.dst, self.sfd)
+                self._send_down(b, b.req.p, b.req.len)
                 self.forwarded_requests += 1
             elif a.kind == TXA_SEND_CANCEL:
                 self._send_cancel_or_ack(c, a.branch, None)
@@ -1019,10 +1490,10 @@ cdef class UdpProxy:
                 if buf_set(&c.last, b.resp.p, b.resp.len) < 0:
                     self.dropped += 1
                     continue
-                self._send(b.resp.p, b.resp.len, &c.up, c.upfd)
+                self._send_up(c, b.resp.p, b.resp.len)
                 self.forwarded_responses += 1
             elif a.kind == TXA_RESEND:
-                self._send(c.last.p, c.last.len, &c.up, c.upfd)
+                self._send_up(c, c.last.p, c.last.len)
                 self.resent += 1
             elif a.kind == TXA_REPLY:
                 if a.status >= 200:
@@ -1074,6 +1545,9 @@ cdef class UdpProxy:
         c.err.code = E_OK
         c.err.hid = 0
         memcpy(&c.src, src, sizeof(sockaddr_storage))
+        c.uptcp = self.in_tcp
+        if self.in_tcp:
+            tx_set_reliable(&self.t, txn)       # no G; I, J zero (§17.2)
         c.counted = 1
         c.invite = span_ieq(m.b, m.sl_method, "invite", 6)
         self.pending_count += 1
@@ -1084,7 +1558,7 @@ cdef class UdpProxy:
         # §18.2.2 / RFC 3581: the source address when rport was asked for,
         # else the source IP with the Via's port.
         memcpy(&c.up, src, sizeof(sockaddr_storage))
-        if m.top_via.rport.off < 0:
+        if m.top_via.rport.off < 0 and not self.in_tcp:
             port = m.top_via.port if m.top_via.port > 0 else 5060
             if c.up.ss_family == AF_INET6:
                 (<sockaddr_in6*>&c.up).sin6_port = htons(<uint16_t>port)
@@ -1170,6 +1644,7 @@ cdef class UdpProxy:
             memcpy(&c.err, &err, sizeof(perr_t))
             tx_reply(&self.t, txn, err.status, now_ms())
             return
+        self.out_tcp = False
         if self._branch(m, txn, c, 0, dst, NULL, 0, extra, extra_len, False) < 0 \
                 or tx_detach(&self.t, txn, now_ms()) < 0:
             fail(&c.err, 500, E_OK, -1)
@@ -1178,7 +1653,7 @@ cdef class UdpProxy:
         c.direct = 1
         self.any_direct = True
         self._answered(c, 0)        # not ours to answer any more
-        self._send(c.bs[0].req.p, c.bs[0].req.len, dst, self.sfd)
+        self._send_down(&c.bs[0], c.bs[0].req.p, c.bs[0].req.len)
         self.relayed_direct += 1
 
     cdef void _relay_direct(self, Message m, sockaddr_storage* src,
@@ -1192,7 +1667,7 @@ cdef class UdpProxy:
         if total < 0:
             self.dropped += 1
             return
-        self._queue(total, dst, self.sfd)
+        self._queue(total, dst, self.sfd)     # a delegate is reached over UDP
         self.relayed_direct += 1
 
     cdef void _route(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src,
@@ -1202,12 +1677,14 @@ cdef class UdpProxy:
         cdef perr_t err
         cdef sockaddr_storage dst
         cdef int kind, n = 0, i
+        cdef uint32_t mask
         # a delegating forwarder does not record-route: the dialog's later
         # requests go between the caller and the proxy completing the call
         kind = self._prepare(m, src, &dst, &err, forced == NULL)
         c.rr = forced == NULL and self.record_route
         if forced != NULL and kind >= 0:
             memcpy(&dst, forced, sizeof(sockaddr_storage))
+            self.out_tcp = False            # peers are reached over UDP
             kind = RT_DST
         if kind == RT_LOCAL:
             n = self._local(m, txn, c, src, extra, extra_len)
@@ -1222,12 +1699,14 @@ cdef class UdpProxy:
         elif kind == RT_STATIC:
             if self.fork:
                 for i in range(self.nhops):
+                    self.out_tcp = self.hop_tcp[i]
                     if self._branch(m, txn, c, i, &self.hops[i], NULL, 0, extra, extra_len,
                                     True) < 0:
                         n = -1
                         break
                     n += 1
             else:
+                self.out_tcp = self.hop_tcp[self.rr % self.nhops]
                 n = self._branch(m, txn, c, 0, &self.hops[self.rr % self.nhops], NULL, 0,
                                  extra, extra_len, True)
                 self.rr += 1
@@ -1243,7 +1722,11 @@ cdef class UdpProxy:
             fail(&c.err, 404, E_OK, -1)
             tx_reply(&self.t, txn, 404, now_ms())
             return
-        if tx_fork(&self.t, txn, n, now_ms()) < 0:
+        mask = 0
+        for i in range(n):
+            if c.bs[i].tcp:
+                mask |= 1u << i
+        if tx_fork(&self.t, txn, n, now_ms(), mask) < 0:
             fail(&c.err, 500, E_OK, -1)
             tx_reply(&self.t, txn, 500, now_ms())
 
@@ -1275,11 +1758,11 @@ cdef class UdpProxy:
         br[26] = HEXDIGITS[(b >> 4) & 15]
         br[27] = HEXDIGITS[b & 15]
         if via:
-            self._push_via(m, br, SF_BRANCH_LEN)
+            self._push_via(m, br, SF_BRANCH_LEN, self.out_tcp)
+            self._add_rr(m)
         if extra_len > 0:
             start = e.an
-            if fe_put(e, extra, extra_len) < 0:
-                return -1
+            fe_put(e, extra, extra_len)     # an overflow fails _apply below
             fe_lump(e, m.hdr_end, m.hdr_end, start)
         if ruri != NULL:
             start = e.an
@@ -1292,6 +1775,7 @@ cdef class UdpProxy:
         if total < 0 or buf_set(&c.bs[b].req, out, total) < 0:
             return -1
         memcpy(&c.bs[b].dst, dst, sizeof(sockaddr_storage))
+        c.bs[b].tcp = self.out_tcp
         return 1
 
     cdef int _local(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src,
@@ -1336,7 +1820,9 @@ cdef class UdpProxy:
         try:
             targets = self.on_lookup(PyBytes_FromStringAndSize(
                 <const char*>m.b + m.sl_uri.off, m.sl_uri.len))
-            for uri, tip, tport in targets[:TX_MAX_BRANCHES]:
+            for target in targets[:TX_MAX_BRANCHES]:
+                uri, tip, tport = target[0], target[1], target[2]
+                self.out_tcp = self.tcp_lfd >= 0 and len(target) > 3 and target[3] == "tcp"
                 hb = tip.encode()
                 if addr_from_host(<const uint8_t*>PyBytes_AS_STRING(hb), len(hb), tport,
                                   &dst) < 0:
@@ -1357,7 +1843,7 @@ cdef class UdpProxy:
         cdef char* out
         cdef Py_ssize_t n
         if c.custom and status >= 200:
-            self._send(c.last.p, c.last.len, &c.up, c.upfd)
+            self._send_up(c, c.last.p, c.last.len)
             self.local_replies += 1
             return
         m2.b = <const uint8_t*>c.req.p
@@ -1381,7 +1867,10 @@ cdef class UdpProxy:
         if buf_set(&c.last, out, n) < 0:
             self.dropped += 1
             return
-        self._queue(n, &c.up, c.upfd)
+        if c.uptcp and self._conn_index(c.upfd) < 0:
+            self._tcp_send(&c.up, out, n)
+        else:
+            self._queue(n, &c.up, c.upfd)
         self.local_replies += 1
         self.replied += 1
 
@@ -1449,7 +1938,10 @@ cdef class UdpProxy:
             w += n
         memcpy(out + w, b"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n", 39)
         w += 39
-        self._queue(w, &c.bs[b].dst, self.sfd)
+        if c.bs[b].tcp:
+            self._tcp_send(&c.bs[b].dst, out, w)
+        else:
+            self._queue(w, &c.bs[b].dst, self.sfd)
 
     # -- responses ---------------------------------------------------------------
 

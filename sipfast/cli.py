@@ -78,8 +78,13 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         print(f"sipfast proxy: {exc}", file=sys.stderr)
         return 2
     problems = []
-    if any(lst.transport != "udp" for lst in listens):
-        problems.append("only udp listeners are implemented so far")
+    udp_hosts = {lst.host for lst in listens if lst.transport == "udp"}
+    for lst in listens:
+        if lst.transport == "tcp" and lst.host not in udp_hosts:
+            problems.append(f"--listen tcp:{lst.host}:{lst.port} needs a udp listener on "
+                            f"the same host (add --listen udp:{lst.host}:{lst.port})")
+    if any(lst.transport == "tcp" for lst in listens) and args.stateless:
+        problems.append("tcp listeners need transaction state: drop --stateless")
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
     if workers < 1:
         problems.append("--workers must be at least 1")
@@ -89,7 +94,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         problems.append("--fork needs transaction state: drop --stateless")
     if args.fork and len(next_hops) < 2:
         problems.append("--fork needs two or more --route next hops")
-    for name in ("t1", "t2", "t4", "timer_c", "timer_d", "max_transactions"):
+    for name in ("t1", "t2", "t4", "timer_c", "timer_d", "max_transactions",
+                 "max_connections", "tcp_idle_timeout"):
         if getattr(args, name) <= 0:
             problems.append(f"--{name.replace('_', '-')} must be positive")
     if args.t2 < args.t1:
@@ -103,7 +109,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         stateless=args.stateless, fork=args.fork, workers=workers,
         max_transactions=args.max_transactions, t1=args.t1, t2=args.t2, t4=args.t4,
         timer_c=args.timer_c, timer_d=args.timer_d, drain_timeout=args.drain_timeout,
-        registrar=not args.no_registrar)
+        registrar=not args.no_registrar, max_connections=args.max_connections,
+        tcp_idle_timeout=args.tcp_idle_timeout)
     return proxy.run(opts)
 
 
@@ -125,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     px = sub.add_parser("proxy", help="run a SIP proxy")
     px.add_argument("--listen", action="append", required=True, metavar="udp:HOST:PORT",
-                    help="address to serve (repeatable; IPv6 as udp:[::1]:5060)")
+                    help="address to serve (repeatable; IPv6 as udp:[::1]:5060; "
+                         "tcp:HOST:PORT beside a udp listener on the same host)")
     px.add_argument("--route", action="append", metavar="sip:HOST:PORT",
                     help="static next hop for requests without a Route to follow "
                          "(repeatable: round robin, or all at once with --fork)")
@@ -156,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "their final answer, new calls getting 503 meanwhile (default 5)")
     px.add_argument("--no-registrar", action="store_true",
                     help="do not answer REGISTER (405) nor look up registered users")
+    px.add_argument("--max-connections", type=int, default=4096, metavar="N",
+                    help="TCP connections per worker (default 4096)")
+    px.add_argument("--tcp-idle-timeout", type=int, default=600, metavar="S",
+                    help="close TCP connections idle this long (default 600)")
     px.add_argument("--log-level", default="info",
                     choices=["debug", "info", "warning", "error"])
     px.set_defaults(func=cmd_proxy)

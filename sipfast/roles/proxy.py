@@ -60,8 +60,9 @@ def parse_listen(spec: str) -> Listen:
     return Listen(transport.lower(), host, int(port))
 
 
-def parse_next_hop(uri: str) -> tuple[str, int]:
-    """``sip:HOST[:PORT]`` -> (ip, port), port 5060 by default."""
+def parse_next_hop(uri: str) -> tuple[str, int, str]:
+    """``sip:HOST[:PORT][;transport=tcp]`` -> (ip, port, transport), port
+    5060 and UDP by default."""
     try:
         u = parse_uri(uri)
     except ValueError as exc:
@@ -73,7 +74,22 @@ def parse_next_hop(uri: str) -> tuple[str, int]:
         socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
     except OSError:
         raise ValueError(f"--route {uri!r}: the host must be an IP address") from None
-    return host, u.port or 5060
+    transport = (u.params.get("transport") or "udp").lower()
+    if transport not in ("udp", "tcp"):
+        raise ValueError(f"--route {uri!r}: transport must be udp or tcp")
+    return host, u.port or 5060, transport
+
+
+def open_tcp(listen: Listen, reuse_port: bool) -> socket.socket:
+    """A bound, listening, non-blocking TCP socket."""
+    sock = socket.socket(listen.family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((listen.host, listen.port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
 
 
 def open_udp(listen: Listen, reuse_port: bool, port: int | None = None) -> socket.socket:
@@ -97,7 +113,7 @@ class Options:
     """What `sipfast proxy` was asked to do (the command line, parsed)."""
 
     listens: list[Listen]
-    next_hops: list[tuple[str, int]] = field(default_factory=list)
+    next_hops: list[tuple[str, int, str]] = field(default_factory=list)
     record_route: bool = False
     stateless: bool = False
     fork: bool = False
@@ -110,43 +126,61 @@ class Options:
     timer_d: int = 32000
     drain_timeout: float = 5.0
     registrar: bool = True
+    max_connections: int = 4096
+    tcp_idle_timeout: int = 600
 
 
 def contact_targets(found: list[tuple[str, tuple[str, int] | None]]
-                    ) -> list[tuple[bytes, str, int]]:
+                    ) -> list[tuple[bytes, str, int, str]]:
     """Registered contacts -> (uri, ip, port) targets the compiled loop can
     send to: the address the REGISTER came from when the location service
     gives one (a user agent behind NAT, RFC 3581), else the contact URI's
     own host, which must then be an IP literal (no DNS in the hot path)."""
-    out = []
+    out: list[tuple[bytes, str, int, str]] = []
     for uri, next_hop in found:
-        if next_hop is not None:
-            out.append((uri.encode(), next_hop[0], next_hop[1]))
-            continue
         try:
             u = parse_uri(uri)
         except ValueError:
+            continue
+        transport = (u.params.get("transport") or "udp").lower()
+        if next_hop is not None:
+            out.append((uri.encode(), next_hop[0], next_hop[1], transport))
             continue
         host = (u.host or "").strip("[]")
         try:
             socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
         except OSError:
             continue
-        out.append((uri.encode(), host, u.port or 5060))
+        out.append((uri.encode(), host, u.port or 5060, transport))
     return out
 
 
 def make_location() -> tuple[Callable[[bytes, tuple[str, int]], bytes],
-                             Callable[[bytes], list[tuple[bytes, str, int]]],
+                             Callable[[bytes], list[tuple[bytes, str, int, str]]],
                              Location]:
     """The location service and its two callbacks for the compiled loop:
     REGISTER -> response bytes, and Request-URI -> targets."""
     loc = Location()
 
-    def lookup(ruri: bytes) -> list[tuple[bytes, str, int]]:
+    def lookup(ruri: bytes) -> list[tuple[bytes, str, int, str]]:
         return contact_targets(loc.targets(ruri.decode("utf-8", "replace")))
 
     return loc.register, lookup, loc
+
+
+def make_watch(loop: asyncio.AbstractEventLoop, proxy: UdpProxy) -> Callable[[int, int], None]:
+    """The watch callback of a proxy's TCP connections: mode 1 read, 3
+    read and write, 0 nothing (the compiled loop calls it on changes only)."""
+    def watch(fd: int, mode: int) -> None:
+        if mode & 1:
+            loop.add_reader(fd, proxy.on_conn_readable, fd)
+        else:
+            loop.remove_reader(fd)
+        if mode & 2:
+            loop.add_writer(fd, proxy.on_conn_writable, fd)
+        else:
+            loop.remove_writer(fd)
+    return watch
 
 
 async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
@@ -168,6 +202,8 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
     timer: asyncio.TimerHandle | None = None
     try:
         for lst in opts.listens:
+            if lst.transport != "udp":
+                continue
             sock = open_udp(lst, reuse_port)
             socks.append(sock)
             send_fd, send_port = -1, 0
@@ -188,6 +224,19 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
             if send_fd >= 0:
                 loop.add_reader(send_fd, proxy.on_send_readable)
             log.info("listening on udp:%s:%d (pid %d)", lst.host, lst.port, os.getpid())
+        by_host = {lst.host: p for lst, p in zip(
+            [x for x in opts.listens if x.transport == "udp"], proxies, strict=True)}
+        for lst in opts.listens:
+            if lst.transport != "tcp":
+                continue
+            tsock = open_tcp(lst, reuse_port)
+            socks.append(tsock)
+            owner = by_host[lst.host]
+            owner.add_tcp_listener(tsock.fileno(), lst.port, make_watch(loop, owner),
+                                   max_connections=opts.max_connections,
+                                   idle_timeout=opts.tcp_idle_timeout)
+            loop.add_reader(tsock.fileno(), owner.on_tcp_accept)
+            log.info("listening on tcp:%s:%d (pid %d)", lst.host, lst.port, os.getpid())
         if not opts.stateless:
             ticks = 0
 
@@ -216,7 +265,10 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
             sock.close()
     totals: dict[str, int] = {}
     for proxy in proxies:
-        for k, v in proxy.stats().items():
+        stats = proxy.stats()
+        if any(lst.transport == "tcp" for lst in opts.listens):
+            stats.update({f"tcp_{k}": v for k, v in proxy.tcp_stats().items()})
+        for k, v in stats.items():
             totals[k] = totals.get(k, 0) + v
     return totals
 

@@ -136,7 +136,7 @@ class Delegation:
         self._round: asyncio.Future[None] | None = None
         self._round_waiting: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._deferred: dict[tuple[int, int], Any] = {}
+        self._deferred: dict[tuple[int, int], tuple[asyncio.Task[None], Any, int]] = {}
         self._last_pushed = -1.0
         self._last_push_at = -1e9
         self._tag = os.urandom(6).hex()
@@ -212,9 +212,9 @@ class Delegation:
             if (self.opts.share == "poll" and (load > self.threshold or self.workload.full)
                     and can_forward and visited is not None and len(self.table)):
                 self.counters["deferred"] += 1
-                task = self.loop.create_task(self._decide_later(proxy, txn, visited, can_forward))
-                self._deferred[(id(proxy), txn)] = task
-                task.add_done_callback(lambda _t: self._deferred.pop((id(proxy), txn), None))
+                key = (id(proxy), txn)
+                task = self.loop.create_task(self._decide_later(key, visited, can_forward))
+                self._deferred[key] = (task, proxy, txn)
                 return DEFER
             return self._hook_value(self._decide(visited, can_forward))
         except Exception:           # noqa: BLE001
@@ -255,25 +255,30 @@ class Delegation:
             else (ip, port)
         return target, f"{VISITED_HEADER}: {self.me}\r\n".encode()
 
-    async def _decide_later(self, proxy: Any, txn: int, visited: list[str],
+    async def _decide_later(self, key: tuple[int, int], visited: list[str],
                             can_forward: bool) -> None:
         value: Any = None
         try:
             await self.poll([u for u in self.table.peers if u not in visited])
             self.sample()
             value = self._hook_value(self._decide(visited, can_forward))
-        except asyncio.CancelledError:
-            value = None            # closing: complete locally
-            raise
         except Exception:           # noqa: BLE001
             log.exception("deferred decision")
             self.counters["hook_errors"] += 1
         finally:
-            try:
-                proxy.resume(txn, value)
-                self.counters["resumed"] += 1
-            except Exception:       # noqa: BLE001 - e.g. the caller CANCELed meanwhile
-                self.counters["resume_errors"] += 1
+            self._resume(key, value)
+
+    def _resume(self, key: tuple[int, int], value: Any) -> None:
+        """Hand a deferred decision to the compiled loop, once."""
+        found = self._deferred.pop(key, None)
+        if found is None:
+            return
+        _, proxy, txn = found
+        try:
+            proxy.resume(txn, value)
+            self.counters["resumed"] += 1
+        except Exception:           # noqa: BLE001 - e.g. the caller CANCELed meanwhile
+            self.counters["resume_errors"] += 1
 
     # -- the sharing socket --------------------------------------------------
 
@@ -446,9 +451,12 @@ class Delegation:
 
     def close(self) -> None:
         """Stop timers and the socket; deferred decisions complete locally."""
-        for task in [*self._tasks, *self._deferred.values()]:
+        for task in self._tasks:
             task.cancel()
         self._tasks.clear()
+        for key, (task, _, _) in list(self._deferred.items()):
+            task.cancel()
+            self._resume(key, None)
         for _, timer in self._queries.values():
             timer.cancel()
         self._queries.clear()

@@ -84,9 +84,9 @@ def compute_load(calls: int, pending: int, capacity: int, pending_limit: int,
     absurd inputs cannot produce a figure outside it)."""
     if capacity < 1 or pending_limit < 1:
         raise ValueError("capacity and pending_limit must be at least 1")
-    x = max(calls / capacity, pending / pending_limit, cpu)
-    if x != x:          # NaN from a broken sampler: treat as fully loaded
+    if cpu != cpu:      # NaN from a broken sampler: treat as fully loaded
         return 1.0
+    x = max(calls / capacity, pending / pending_limit, cpu)
     return min(1.0, max(0.0, x))
 
 

@@ -20,6 +20,7 @@ import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sipfast._core import UdpProxy, parse_uri
 from sipfast.core.location import Location
@@ -110,6 +111,7 @@ class Options:
     timer_d: int = 32000
     drain_timeout: float = 5.0
     registrar: bool = True
+    load: Any = None        # sipfast.load.LoadOptions: delegating peers (--peers)
 
 
 def contact_targets(found: list[tuple[str, tuple[str, int] | None]]
@@ -166,6 +168,7 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
     socks: list[socket.socket] = []
     proxies: list[UdpProxy] = []
     timer: asyncio.TimerHandle | None = None
+    delegation = None
     try:
         for lst in opts.listens:
             sock = open_udp(lst, reuse_port)
@@ -188,6 +191,9 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
             if send_fd >= 0:
                 loop.add_reader(send_fd, proxy.on_send_readable)
             log.info("listening on udp:%s:%d (pid %d)", lst.host, lst.port, os.getpid())
+        if opts.load is not None:
+            from sipfast.load import attach
+            delegation = attach(proxies, opts.load, loop)
         if not opts.stateless:
             ticks = 0
 
@@ -209,6 +215,8 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
             while loop.time() < deadline and any(p.pending() for p in proxies):
                 await asyncio.sleep(0.05)
     finally:
+        if delegation is not None:
+            delegation.close()
         if timer is not None:
             timer.cancel()
         for sock in socks:

@@ -736,7 +736,7 @@ cdef class UdpProxy:
         """Drain this worker's own socket (responses to forwarded requests)."""
         self._drain(self.sfd)
 
-    def set_hooks(self, *, on_register=None, on_lookup=None, on_options=None, on_invite=None):
+    def set_hooks(self, **hooks):
         """The control plane's callbacks (each optional, None to clear):
 
         on_register(data, (ip, port)) -> response bytes, for a REGISTER
@@ -751,11 +751,20 @@ cdef class UdpProxy:
         status int (answered with it; 503 gets Retry-After), or DEFER (the
         decision comes later through resume()).  Any decision may be a pair
         (decision, header_lines: bytes) to add header lines to the copy
-        that is sent on."""
-        self.on_register = on_register
-        self.on_lookup = on_lookup
-        self.on_options = on_options
-        self.on_invite = on_invite
+        that is sent on.  Only the hooks named are changed."""
+        for name, hook in hooks.items():
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{name} must be callable or None")
+            if name == "on_register":
+                self.on_register = hook
+            elif name == "on_lookup":
+                self.on_lookup = hook
+            elif name == "on_options":
+                self.on_options = hook
+            elif name == "on_invite":
+                self.on_invite = hook
+            else:
+                raise TypeError(f"unknown hook {name!r}")
 
     def resume(self, int64_t txn, decision):
         """The decision for an INVITE that on_invite deferred; False when

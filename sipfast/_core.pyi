@@ -338,7 +338,7 @@ class UdpProxy:
         on_options: Callable[[bytes, tuple[str, int]], bytes] | None = None,
         on_invite: Callable[[bytes, tuple[str, int], int], Decision] | None = None,
     ) -> None:
-        """The control plane's callbacks (see the compiled docstring)."""
+        """Set the control plane's callbacks named (others are kept)."""
     def resume(self, txn: int, decision: Decision) -> bool:
         """Carry out the decision for a deferred INVITE."""
     def drain(self) -> None:

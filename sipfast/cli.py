@@ -85,7 +85,10 @@ def cmd_proxy(args: argparse.Namespace) -> int:
                             f"the same host (add --listen udp:{lst.host}:{lst.port})")
     if any(lst.transport == "tcp" for lst in listens) and args.stateless:
         problems.append("tcp listeners need transaction state: drop --stateless")
-    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    load_opts, load_problems = _load_options(args, listens)
+    problems += load_problems
+    workers = args.workers if args.workers is not None else (
+        1 if load_opts is not None else (os.cpu_count() or 1))
     if workers < 1:
         problems.append("--workers must be at least 1")
     if len(next_hops) > 16:
@@ -110,8 +113,61 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         max_transactions=args.max_transactions, t1=args.t1, t2=args.t2, t4=args.t4,
         timer_c=args.timer_c, timer_d=args.timer_d, drain_timeout=args.drain_timeout,
         registrar=not args.no_registrar, max_connections=args.max_connections,
-        tcp_idle_timeout=args.tcp_idle_timeout)
+        tcp_idle_timeout=args.tcp_idle_timeout, load=load_opts)
     return proxy.run(opts)
+
+
+def _load_options(args: argparse.Namespace, listens: list) -> tuple[object | None, list[str]]:
+    """The delegating-peer options (sipfast.load.LoadOptions), or None
+    without --peers; and the problems with them."""
+    peers = [p.strip() for spec in (args.peers or ()) for p in spec.split(",") if p.strip()]
+    peers += list(args.peer or ())
+    if not peers:
+        return None, []
+    from sipfast._core import UdpProxy
+    from sipfast.load import LoadOptions, identity
+
+    opts = LoadOptions(
+        identities=[identity(lst.host, lst.port) for lst in listens], peers=peers,
+        share=args.share, threshold=args.threshold, capacity=args.capacity,
+        pending_limit=args.pending_limit, share_interval=args.share_interval,
+        reply_path=args.reply_path, control=args.control,
+        poll_timeout=args.poll_timeout / 1000.0, max_age=args.peer_max_age,
+        push_step=args.push_step)
+    problems = opts.check()
+    if args.stateless:
+        problems.append("--peers needs transaction state: drop --stateless")
+    if args.workers is not None and args.workers != 1:
+        problems.append("--peers shares one process's load: use --workers 1")
+    if not hasattr(UdpProxy, "set_hooks"):
+        problems.append("this build of sipfast._core has no delegation hooks "
+                        "(UdpProxy.set_hooks): --peers is not available yet")
+    return opts, problems
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    """Talk to a running proxy's --control endpoint."""
+    from sipfast.load import control
+
+    if args.action == "show" and args.value is None:
+        req: dict[str, object] = {"command": "show"}
+    elif args.action == "threshold" and args.value is not None:
+        try:
+            req = {"command": "set", "threshold": float(args.value)}
+        except ValueError:
+            print("sipfast control: threshold needs a number in 0..1", file=sys.stderr)
+            return 2
+    else:
+        print("sipfast control: use `show` or `threshold VALUE`", file=sys.stderr)
+        return 2
+    try:
+        answer = control.request(args.path, req)
+    except (OSError, ValueError) as exc:
+        print(f"sipfast control: {args.path}: {exc}", file=sys.stderr)
+        return 1
+    json.dump(answer, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 1 if "error" in answer else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,7 +226,45 @@ def build_parser() -> argparse.ArgumentParser:
                     help="close TCP connections idle this long (default 600)")
     px.add_argument("--log-level", default="info",
                     choices=["debug", "info", "warning", "error"])
+    dg = px.add_argument_group("delegating peers (README \"Delegating peers\")")
+    dg.add_argument("--peers", action="append", metavar="sip:IP:PORT,...",
+                    help="peer proxies to share load with and delegate calls to "
+                         "(comma list, repeatable; this proxy's own address is skipped)")
+    dg.add_argument("--peer", action="append", metavar="sip:IP:PORT",
+                    help="one peer (repeatable), same as --peers")
+    dg.add_argument("--share", choices=["push", "poll", "continuous"], default="push",
+                    help="push: send own load periodically and on changes; poll: ask the "
+                         "peers when a decision needs it; continuous: ask every peer at "
+                         "each interval (default push)")
+    dg.add_argument("--threshold", type=float, default=0.8, metavar="0..1",
+                    help="complete calls locally up to this load, delegate above (default 0.8)")
+    dg.add_argument("--capacity", type=int, default=1000, metavar="CALLS",
+                    help="active calls that make load 1 (default 1000)")
+    dg.add_argument("--pending-limit", type=int, default=500, metavar="N",
+                    help="server transactions awaiting a final answer that make load 1 "
+                         "(default 500)")
+    dg.add_argument("--share-interval", type=float, default=1.0, metavar="S",
+                    help="push period (push) or query period (continuous) (default 1)")
+    dg.add_argument("--poll-timeout", type=float, default=200, metavar="MS",
+                    help="how long to wait for a peer's answer to a load OPTIONS; an "
+                         "unanswered peer is down until it answers (default 200)")
+    dg.add_argument("--peer-max-age", type=float, default=None, metavar="S",
+                    help="a peer's figures age out after this; then it is down "
+                         "(default 3 share intervals + the poll timeout)")
+    dg.add_argument("--push-step", type=float, default=0.1, metavar="0..1",
+                    help="push at once when the load moved by more than this (default 0.1)")
+    dg.add_argument("--reply-path", choices=["via", "direct"], default="via",
+                    help="via: delegating proxies stay in the Via path; direct: they do "
+                         "not, so the delegate answers the caller itself (default via)")
+    dg.add_argument("--control", metavar="PATH",
+                    help="UNIX socket of the JSON control endpoint (see `sipfast control`)")
     px.set_defaults(func=cmd_proxy)
+
+    pc = sub.add_parser("control", help="show or change a delegating proxy's load sharing")
+    pc.add_argument("path", help="the proxy's --control socket")
+    pc.add_argument("action", choices=["show", "threshold"])
+    pc.add_argument("value", nargs="?", help="the new threshold (0..1)")
+    pc.set_defaults(func=cmd_control)
 
     pd = sub.add_parser("demo", help="run the demo topology on loopback")
     pd.add_argument("--seconds", type=float, default=1.0, help="length of the speed check")

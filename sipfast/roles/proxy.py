@@ -20,6 +20,7 @@ import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sipfast._core import UdpProxy, parse_uri
 from sipfast.core.location import Location
@@ -128,6 +129,7 @@ class Options:
     registrar: bool = True
     max_connections: int = 4096
     tcp_idle_timeout: int = 600
+    load: Any = None        # sipfast.load.LoadOptions: delegating peers (--peers)
 
 
 def contact_targets(found: list[tuple[str, tuple[str, int] | None]]
@@ -200,6 +202,7 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
     socks: list[socket.socket] = []
     proxies: list[UdpProxy] = []
     timer: asyncio.TimerHandle | None = None
+    delegation = None
     try:
         for lst in opts.listens:
             if lst.transport != "udp":
@@ -237,6 +240,9 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
                                    idle_timeout=opts.tcp_idle_timeout)
             loop.add_reader(tsock.fileno(), owner.on_tcp_accept)
             log.info("listening on tcp:%s:%d (pid %d)", lst.host, lst.port, os.getpid())
+        if opts.load is not None:
+            from sipfast.load import attach
+            delegation = attach(proxies, opts.load, loop)
         if not opts.stateless:
             ticks = 0
 
@@ -258,6 +264,8 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
             while loop.time() < deadline and any(p.pending() for p in proxies):
                 await asyncio.sleep(0.05)
     finally:
+        if delegation is not None:
+            delegation.close()
         if timer is not None:
             timer.cancel()
         for sock in socks:

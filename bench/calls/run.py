@@ -30,6 +30,7 @@ import shlex
 import shutil
 import signal
 import statistics
+import string
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,9 @@ KAMAILIO_MODULES = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules")
 KAMAILIO_NEEDED_MODULES = ("tm", "sl", "rr", "maxfwd", "siputils", "pv",
                            "textops", "dispatcher")
 SETUPS = ("stateless", "stateful")
+BUILTIN_PROXIES = ("kamailio", "none")
+PLACEHOLDERS = ("listen_host", "listen_port", "listen", "callee1", "callee2",
+                "callees", "setup", "workdir")
 
 
 class BenchError(Exception):
@@ -53,6 +57,73 @@ class BenchError(Exception):
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def template_fields(template: str | None) -> set[str]:
+    """The placeholder names used in a --proxy-cmd template."""
+    if not template:
+        return set()
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(template)
+                if name}
+    except ValueError as e:
+        raise BenchError(f"bad --proxy-cmd template {template!r}: {e}") from None
+
+
+def parse_proxy_cmds(values: list[str], proxies: list[str]) -> dict[str, str]:
+    """--proxy-cmd values ("[NAME=]COMMAND") as {proxy name: command}.
+
+    A NAME= prefix (a proxy name from --proxy, no spaces) gives that proxy
+    its own command; an unnamed command is used by every other --proxy name
+    that is not built in (kamailio, none).  So one run can compare variants
+    of the same program under different names, e.g.
+    --proxy kamailio,sipfast,sipfast-w2 --proxy-cmd 'sipfast=...'
+    --proxy-cmd 'sipfast-w2=... --workers 2'.
+    """
+    named: dict[str, str] = {}
+    default = None
+    for v in values:
+        name, sep, rest = v.partition("=")
+        if sep and name in proxies and name.strip() == name and name:
+            if name in named:
+                raise ValueError(f"two --proxy-cmd for proxy '{name}'")
+            named[name] = rest
+        else:
+            if default is not None:
+                raise ValueError("more than one --proxy-cmd without a NAME= "
+                                 "prefix (a NAME must be listed in --proxy)")
+            default = v
+    out: dict[str, str] = {}
+    for px in proxies:
+        if px in named:
+            out[px] = named[px]
+        elif px not in BUILTIN_PROXIES:
+            if default is None:
+                raise ValueError(f"--proxy {px} needs a --proxy-cmd "
+                                 f"('{px}=COMMAND' or an unnamed one)")
+            out[px] = default
+    if default is not None and not any(
+            px not in BUILTIN_PROXIES and px not in named for px in proxies):
+        raise ValueError("an unnamed --proxy-cmd is given but every --proxy "
+                         "is built in or has its own NAME=COMMAND")
+    return out
+
+
+def resolve_program(prog: str) -> str:
+    """The proxy's program as an absolute path where that is needed.
+
+    The proxy runs in its work directory, so a relative path ("./x",
+    ".venv/bin/sipfast") is taken relative to where run.py was started; a
+    bare name not on PATH is looked up next to this Python (the venv's bin,
+    so "sipfast" works under .venv/bin/python without activating it).
+    """
+    if "/" in prog:
+        return str(Path(prog).absolute())
+    if shutil.which(prog) is None:
+        beside = Path(sys.executable).parent / prog
+        if beside.is_file() and os.access(beside, os.X_OK):
+            return str(beside)
+    return prog
 
 
 # --------------------------------------------------------------------------
@@ -314,6 +385,17 @@ class Bench:
         return cmd
 
     def _custom_cmd(self) -> list[str]:
+        used = template_fields(self.proxy_cmd_template)
+        if self.setup != "stateful" and "callee2" in used:
+            raise BenchError(
+                f"the command for proxy '{self.proxy}' uses {{callee2}}, but "
+                f"the {self.setup} setup has one callee ({{callee2}} would be "
+                "empty): run it with --setup stateful, or give this setup "
+                "its own variant")
+        if self.setup == "stateful" and not used & {"callee2", "callees"}:
+            log(f"warning: the command for proxy '{self.proxy}' names neither "
+                "{callee2} nor {callees}: the stateful setup expects round "
+                "robin over two callees")
         c = [f"{HOST}:{p}" for p in self.callee_ports]
         fields = {
             "listen_host": HOST, "listen_port": self.args.listen_port,
@@ -327,10 +409,22 @@ class Bench:
         except (KeyError, IndexError) as e:
             raise BenchError(f"--proxy-cmd has an unknown placeholder {e}; "
                              f"known: {sorted(fields)}") from None
-        return shlex.split(text)
+        cmd = shlex.split(text)
+        if not cmd:
+            raise BenchError(f"empty --proxy-cmd for proxy '{self.proxy}'")
+        return [resolve_program(cmd[0]), *cmd[1:]]
+
+    def command(self) -> list[str] | None:
+        """The proxy's command line (None for the SIPp baseline)."""
+        if self.proxy == "none":
+            return None
+        if self.proxy == "kamailio" and not self.proxy_cmd_template:
+            return self._kamailio_cmd()
+        return self._custom_cmd()
 
     def start(self) -> None:
         self._check_ports_free()
+        self.proxy_cmdline = self.command()
         for i, port in enumerate(self.callee_ports, 1):
             cmd = ["sipp", "-sf", "uas.xml", "-i", HOST, "-p", str(port),
                    "-nostdin", "-rtcheck", "loose", "-buff_size", str(self.args.buff_size),
@@ -339,12 +433,8 @@ class Bench:
             proc = Proc(f"callee{i}", cmd, self.workdir)
             self.callees.append(proc)
             wait_bound(proc, port, f"SIPp callee {i}")
-        if self.proxy == "none":
+        if self.proxy_cmdline is None:
             return
-        if self.proxy == "kamailio" and not self.proxy_cmd_template:
-            self.proxy_cmdline = self._kamailio_cmd()
-        else:
-            self.proxy_cmdline = self._custom_cmd()
         log(f"proxy: {shlex.join(self.proxy_cmdline)}")
         self.proxy_proc = Proc("proxy", self.proxy_cmdline, self.workdir)
         wait_bound(self.proxy_proc, self.args.listen_port,
@@ -650,7 +740,7 @@ def check_requirements(args, proxies: list[str]) -> dict:
     if not shutil.which("sipp"):
         missing.append("sipp (Debian package sip-tester: "
                        "`apt-get install -y sip-tester`)")
-    if "kamailio" in proxies and not (args.proxy_cmd and proxies == ["kamailio"]):
+    if "kamailio" in proxies and "kamailio" not in args.proxy_cmds:
         if not shutil.which("kamailio"):
             missing.append("kamailio (Debian package kamailio, 5.6 on "
                            "Debian 12: `apt-get install -y kamailio`)")
@@ -681,13 +771,23 @@ def parse_args(argv):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--proxy", default="kamailio",
                    help="comma list: kamailio, none (caller -> callee "
-                        "baseline), or any name run with --proxy-cmd")
+                        "baseline), or any other name (a proxy or a variant "
+                        "of one) run with --proxy-cmd; the names label the "
+                        "results")
     p.add_argument("--setup", default="stateless",
                    help="comma list of stateless, stateful")
-    p.add_argument("--proxy-cmd",
-                   help="command line of the proxy under test, with "
+    p.add_argument("--proxy-cmd", action="append", default=[],
+                   metavar="[NAME=]COMMAND",
+                   help="command line of a proxy under test, with "
                         "placeholders {listen_host} {listen_port} {listen} "
-                        "{callee1} {callee2} {callees} {setup} {workdir}")
+                        "{callee1} {callee2} {callees} {setup} {workdir}; "
+                        "repeatable: 'NAME=COMMAND' is for --proxy NAME only "
+                        "(so variants get their own names), an unnamed one "
+                        "for every other non-built-in --proxy name")
+    p.add_argument("--show-cmd", action="store_true",
+                   help="print the proxy command line of every proxy/setup "
+                        "(placeholders filled, one argument per line) and "
+                        "exit without starting anything")
     p.add_argument("--rates", default="500,2000",
                    help="fixed call rates (calls/s), each run once for "
                         "--duration s; '' for none")
@@ -744,14 +844,50 @@ def parse_args(argv):
     bad = [s for s in args.setups if s not in SETUPS]
     if bad:
         p.error(f"unknown setup(s) {bad}; choose from {SETUPS}")
-    for px in args.proxies:
-        if px not in ("kamailio", "none") and not args.proxy_cmd:
-            p.error(f"--proxy {px} needs --proxy-cmd")
+    try:
+        args.proxy_cmds = parse_proxy_cmds(args.proxy_cmd, args.proxies)
+    except ValueError as e:
+        p.error(str(e))
+    if len(set(args.proxies)) != len(args.proxies):
+        p.error("--proxy lists a name twice")
     try:
         args.rate_list = [int(x) for x in args.rates.split(",") if x.strip()]
     except ValueError:
         p.error("--rates takes a comma list of integers")
     return args
+
+
+def combinations(args) -> list[tuple[str, str]]:
+    out = []
+    for px in args.proxies:
+        if px == "none":
+            out.append((px, "direct"))
+        else:
+            out.extend((px, s) for s in args.setups)
+    return out
+
+
+def show_commands(args) -> int:
+    """--show-cmd: print what would be started, start nothing."""
+    code = 0
+    for px, setup in combinations(args):
+        bench = Bench(args, px, setup, args.proxy_cmds.get(px))
+        try:
+            cmd = bench.command()
+        except BenchError as e:
+            print(f"{bench.label}: ERROR: {e}")
+            code = 1
+            continue
+        finally:
+            shutil.rmtree(bench.workdir, ignore_errors=True)
+        print(f"{bench.label}:")
+        if cmd is None:
+            print("  (no proxy: the caller talks to the callee)")
+        else:
+            print("  " + shlex.join(cmd))
+            for i, a in enumerate(cmd):
+                print(f"    argv[{i}] = {a!r}")
+    return code
 
 
 def _interrupt(signum, frame):
@@ -765,6 +901,8 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     args = parse_args(argv if argv is not None else sys.argv[1:])
+    if args.show_cmd:
+        return show_commands(args)
     meta = check_requirements(args, args.proxies)
     if args.png:
         sys.path.insert(0, str(HERE))
@@ -787,18 +925,12 @@ def main(argv=None) -> int:
         data["results"] = old.get("results", [])
         data["meta_previous"] = old.get("meta")
 
-    combos = []
-    for px in args.proxies:
-        if px == "none":
-            combos.append((px, "direct"))
-        else:
-            combos.extend((px, s) for s in args.setups)
+    combos = combinations(args)
 
     t_all = time.monotonic()
     exit_code = 0
     for px, setup in combos:
-        bench = Bench(args, px, setup,
-                      args.proxy_cmd if px != "none" else None)
+        bench = Bench(args, px, setup, args.proxy_cmds.get(px))
         log(f"=== {bench.label}: work dir {bench.workdir}")
         max_info = None
         try:

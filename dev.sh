@@ -15,11 +15,14 @@ cd "$(dirname "$0")"
 ROOT=$PWD
 VENV=$ROOT/.venv
 export PATH="$VENV/bin:$PATH"
-APT_PACKAGES=(gcc python3-dev python3-venv sip-tester kamailio baresip-core tshark)
+APT_PACKAGES=(gcc python3-dev python3-venv sip-tester kamailio baresip-core tshark iproute2 nftables)
 # program -> Debian package, for the tools the tests run (the e2e tests fail, not
 # skip, when one is missing): SIPp, Kamailio 5.6 as a neighbouring proxy, baresip
-# as a real user agent, dumpcap (package tshark) for the loopback captures.
-TOOLS=(sipp:sip-tester kamailio:kamailio baresip:baresip-core dumpcap:tshark gcc:gcc)
+# as a real user agent, dumpcap (package tshark) for the loopback captures; ip, tc
+# and nft for the namespaces and packet loss of e2e/test_loss.py (nft drops packets
+# where the kernel has no netem).
+TOOLS=(sipp:sip-tester kamailio:kamailio baresip:baresip-core dumpcap:tshark gcc:gcc
+       ip:iproute2 tc:iproute2 nft:nftables)
 
 log() { printf '\033[1m[dev.sh]\033[0m %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }

@@ -27,6 +27,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -106,6 +107,19 @@ def _can_bind(ip: str, port: int, kinds: Iterable[int]) -> bool:
     finally:
         for s in socks:
             s.close()
+
+
+def _bound_in_netns(pid: int, ip: str, port: int, kind: int) -> bool:
+    """Whether process ``pid``'s network namespace has a socket bound on IPv4
+    ``ip:port`` (read from its /proc/PID/net table; binding ourselves is no test there)."""
+    table = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+    raw = socket.inet_aton(ip)
+    want = f"{(raw[::-1] if sys.byteorder == 'little' else raw).hex().upper()}:{port:04X}"
+    try:
+        with open(f"/proc/{pid}/net/{table}") as f:
+            return any(line.split()[1] == want for line in list(f)[1:])
+    except (OSError, IndexError):
+        return False
 
 
 _BOTH = (socket.SOCK_DGRAM, socket.SOCK_STREAM)
@@ -453,8 +467,10 @@ class SippProcess:
         deadline_s: float,
         trace: bool,
         sipp_path: str | None = None,
+        netns: str | None = None,
     ) -> None:
         self.role = role
+        self.netns = netns
         self.ip = ip
         self.port = port
         self.transport = transport
@@ -463,7 +479,9 @@ class SippProcess:
         self.message_file = workdir / f"{role}_messages.log" if trace else None
         self.error_file = workdir / f"{role}_errors.log"
         self.screen_file = workdir / f"{role}_screen.log"
+        # In a network namespace: `ip netns exec` execs SIPp, so the PID stays SIPp's.
         self.command = [
+            *(("ip", "netns", "exec", netns) if netns else ()),
             require_sipp(sipp_path),
             *args,
             "-nostdin",
@@ -510,7 +528,10 @@ class SippProcess:
             if not self.running():
                 self.finish()
                 raise SippError(f"SIPp {self.role} exited at start\n{self.result.summary()}")
-            if not _can_bind(self.ip, self.port, (kind,)):
+            if self.netns is not None:
+                if _bound_in_netns(self.proc.pid, self.ip, self.port, kind):
+                    return
+            elif not _can_bind(self.ip, self.port, (kind,)):
                 return
             time.sleep(0.02)
         self.stop()
@@ -588,6 +609,15 @@ def _scenario(scenario: str | os.PathLike) -> str:
     return str(path)
 
 
+def _ports(ip: str, port: int | None, media_port: int | None,
+           netns: str | None) -> tuple[int, int]:
+    """SIP and media ports: free ones on ``ip``, or in a namespace of its own (where
+    we cannot probe them) 5060 and 6000 unless given."""
+    if netns is not None:
+        return port or 5060, media_port or 6000
+    return port or free_port(ip), media_port or free_port(ip, span=4)
+
+
 def _common(ip, port, media_port, transport, sets, extra_args) -> list[str]:
     if transport not in TRANSPORTS:
         raise ValueError(f"transport {transport!r}: one of {sorted(TRANSPORTS)}")
@@ -614,16 +644,19 @@ def start_uas(
     trace: bool = True,
     role: str = "uas",
     sipp_path: str | None = None,
+    netns: str | None = None,
+    media_port: int | None = None,
 ) -> SippProcess:
     """Start a SIPp callee on ``ip:port`` and wait until it listens.
 
     ``calls``: exit after that many calls (``-m``); without it the callee runs until
     ``stop()`` / the end of the ``with`` block.  ``timeout_s`` bounds it in any case
-    (``-timeout`` plus our kill a few seconds later).
+    (``-timeout`` plus our kill a few seconds later).  ``netns``: run it in that network
+    namespace (``ip`` is then one of its addresses; ports default to 5060 and 6000).
     """
-    port = port or free_port(ip)
+    port, media_port = _ports(ip, port, media_port, netns)
     args = ["-sf", _scenario(scenario)]
-    args += _common(ip, port, free_port(ip, span=4), transport, sets, extra_args)
+    args += _common(ip, port, media_port, transport, sets, extra_args)
     if calls is not None:
         args += ["-m", str(calls)]
     args += ["-timeout", f"{max(1, int(timeout_s))}s"]
@@ -637,6 +670,7 @@ def start_uas(
         deadline_s=timeout_s + 5.0,
         trace=trace,
         sipp_path=sipp_path,
+        netns=netns,
     )
     proc.wait_ready()
     return proc
@@ -664,6 +698,8 @@ def start_uac(
     trace: bool = True,
     role: str = "uac",
     sipp_path: str | None = None,
+    netns: str | None = None,
+    media_port: int | None = None,
 ) -> SippProcess:
     """Start a SIPp caller placing ``calls`` calls to ``target`` (``(ip, port)``).
 
@@ -671,15 +707,15 @@ def start_uac(
     once (``-l``), ``hold_ms`` between ACK and BYE (``-d``).  ``recv_timeout_ms`` fails a
     call stuck waiting for a message (``-recv_timeout``).  ``timeout_s`` (default: the
     time to place the calls plus 15 s) is passed as ``-timeout``; the process is killed
-    ``grace_s`` later if it is still running.
+    ``grace_s`` later if it is still running.  ``netns``: as for :func:`start_uas`.
     """
     if isinstance(target, tuple):
         target = hostport(*target)
     if timeout_s is None:
         timeout_s = calls / rate * rate_period_ms / 1000.0 + hold_ms / 1000.0 + 15.0
-    port = port or free_port(ip)
+    port, media_port = _ports(ip, port, media_port, netns)
     args = ["-sf", _scenario(scenario), target]
-    args += _common(ip, port, free_port(ip, span=4), transport, sets, extra_args)
+    args += _common(ip, port, media_port, transport, sets, extra_args)
     args += ["-s", service, "-m", str(calls), "-r", f"{rate:g}", "-rp", str(rate_period_ms)]
     args += ["-d", str(hold_ms), "-timeout", f"{max(1, int(timeout_s + 0.999))}s"]
     if max_concurrent is not None:
@@ -696,6 +732,7 @@ def start_uac(
         deadline_s=timeout_s + grace_s,
         trace=trace,
         sipp_path=sipp_path,
+        netns=netns,
     )
 
 

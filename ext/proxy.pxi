@@ -445,24 +445,27 @@ cdef int H_PROXY_REQUIRE = header_id(<const uint8_t*>b"proxy-require", 13)
 cdef enum:
     NOT_FOUND = -2      # _local: no registered contact
     MAX_HOPS = 16       # static next hops (--route)
-    SF_BRANCH_LEN = 28  # z9hG4bK + sf + 16 hex + . + 2 hex
+    SF_BRANCH_LEN = 36  # z9hG4bK + sf + 8 hex boot + 16 hex cell + . + 2 hex
 
-# Our stateful branch: z9hG4bK + "sf" + the cell id in hex + "." + branch
-# index in hex: a response's branch names its cell and client branch
-# directly (no look-up), and the cell id's generation makes a stale branch
-# miss (§17.1.3 matching by branch and sent-by).
+# Our stateful branch: z9hG4bK + "sf" + 8 hex digits drawn at start-up +
+# the cell id in hex + "." + the branch index in hex.  A response's branch
+# names its cell and client branch directly (no look-up); the cell id's
+# generation makes a stale branch miss (§17.1.3), and the start-up digits
+# keep branches unique across restarts on the same address (§8.1.1.7).
 
-cdef int parse_sf_branch(const uint8_t* p, Py_ssize_t n, int64_t* txn, int* b) noexcept nogil:
+cdef int parse_sf_branch(const uint8_t* p, Py_ssize_t n, const char* boot, int64_t* txn,
+                         int* b) noexcept nogil:
     cdef uint64_t v = 0
     cdef int i, d, bb = 0
-    if n != SF_BRANCH_LEN or memcmp(p, b"z9hG4bKsf", 9) != 0 or p[25] != 46:
+    if n != SF_BRANCH_LEN or memcmp(p, b"z9hG4bKsf", 9) != 0 or p[33] != 46 \
+            or memcmp(p + 9, boot, 8) != 0:
         return -1
-    for i in range(9, 25):
+    for i in range(17, 33):
         d = hexval(p[i])
         if d < 0:
             return -1
         v = (v << 4) | <uint64_t>d
-    for i in range(26, 28):
+    for i in range(34, 36):
         d = hexval(p[i])
         if d < 0:
             return -1
@@ -521,6 +524,7 @@ cdef class UdpProxy:
     cdef tx_table_t t
     cdef cstore_t* cs
     cdef uint64_t tag_salt
+    cdef char boot[8]
     cdef object on_register, on_lookup, on_options, on_invite
     cdef Message m3
     cdef dlg_table_t dl
@@ -624,6 +628,8 @@ cdef class UdpProxy:
         self.max_call_ms = <int64_t>max_call_duration * 1000
         self.defer_ms = defer_timeout
         self.tag_salt = _branch_salt
+        boot = _os.urandom(4).hex().encode()
+        memcpy(self.boot, <char*>boot, 8)
         if stateful:
             if self.fork and self.nhops > TX_MAX_BRANCHES:
                 raise ValueError(f"at most {TX_MAX_BRANCHES} branches per request")
@@ -1761,11 +1767,12 @@ cdef class UdpProxy:
             c.nbs = TX_MAX_BRANCHES
         memcpy(self.saved, e.lumps, n0 * sizeof(lump_t))
         memcpy(br, b"z9hG4bKsf", 9)
+        memcpy(br + 9, self.boot, 8)
         for i in range(16):
-            br[9 + i] = HEXDIGITS[(<uint64_t>txn >> (60 - 4 * i)) & 15]
-        br[25] = 46
-        br[26] = HEXDIGITS[(b >> 4) & 15]
-        br[27] = HEXDIGITS[b & 15]
+            br[17 + i] = HEXDIGITS[(<uint64_t>txn >> (60 - 4 * i)) & 15]
+        br[33] = 46
+        br[34] = HEXDIGITS[(b >> 4) & 15]
+        br[35] = HEXDIGITS[b & 15]
         if via:
             self._push_via(m, br, SF_BRANCH_LEN, self.out_tcp)
             self._add_rr(m)
@@ -1979,7 +1986,7 @@ cdef class UdpProxy:
             self.dropped += 1           # not ours (§16.7 step 1 / §18.1.2)
             return
         if not self.stateful or m.top_via.branch.off < 0 or parse_sf_branch(
-                m.b + m.top_via.branch.off, m.top_via.branch.len, &txn, &b) < 0:
+                m.b + m.top_via.branch.off, m.top_via.branch.len, self.boot, &txn, &b) < 0:
             self._response_stateless(m)
             return
         ci = tx_cell_of(&self.t, txn)

@@ -211,3 +211,17 @@ def test_options_hook_answers_queries_to_the_proxy_itself(rig_factory):
               "Call-ID: o1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode())
     resp = parse(rig.recv(rig.caller))
     assert resp.status == 200 and resp.get("X-Load") == "0.5"
+
+
+def test_branches_stay_unique_across_restarts_on_one_address(rig_factory):
+    """RFC 3261 §8.1.1.7: the first transaction of a restarted proxy (same
+    address, same cell) must not reuse the branch of its previous life."""
+    branches = []
+    for _ in range(2):
+        rig = rig_factory()
+        rig.send(invite(rig))
+        rig.recv(rig.caller)
+        branches.append(parse(rig.recv(rig.callee)).via.branch)
+        rig.close()
+    assert branches[0] != branches[1]
+    assert all(len(b) == 36 and b.startswith("z9hG4bKsf") for b in branches)

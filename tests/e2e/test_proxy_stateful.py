@@ -14,7 +14,7 @@ from .proxyproc import proxy, stop
 
 IP = "127.0.0.1"
 OUR_BRANCH = re.compile(
-    r"^SIP/2\.0/UDP 127\.0\.0\.1:\d+;branch=z9hG4bKsf[0-9a-f]{16}\.[0-9a-f]{2};rport$")
+    r"^SIP/2\.0/UDP 127\.0\.0\.1:\d+;branch=z9hG4bKsf[0-9a-f]{24}\.[0-9a-f]{2};rport$")
 
 
 def run_calls(logdir, calls, *proxy_args, callees=(("uas.xml", None),), uac="uac.xml",

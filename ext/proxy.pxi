@@ -224,6 +224,7 @@ cdef int buf_set(buf_t* b, const char* s, Py_ssize_t n) noexcept nogil:
 ctypedef struct bstore_t:
     sockaddr_storage dst    # where this branch's request goes
     int tcp                 # over TCP (a connection to dst), else UDP
+    int member              # the pool member a probe went to
     buf_t req               # the request as forwarded on this branch
     buf_t resp              # its last response, our Via popped
 
@@ -238,18 +239,23 @@ ctypedef struct cstore_t:
     uint8_t direct          # relayed without our Via to bs[0].dst (detached)
     uint8_t deferred        # waiting for the control plane's resume()
     uint8_t rr              # we record-routed it
+    uint8_t lb              # a balancer fan-out (probe branches)
+    int32_t winner          # the probe branch that won, -1 while none
+    int64_t lb_deadline     # no winner by then: 503
     uint64_t dkey           # dialog key (Call-ID hash)
     sockaddr_storage src    # where the request came from
     int32_t nbs             # bstore_t entries allocated
     perr_t err              # reason of a local error answer
     buf_t req               # the request as received
     buf_t last              # the last response sent upstream
+    buf_t own               # a final answer made beforehand, sent by TXA_REPLY
     bstore_t* bs
 
 cdef void cstore_free(cstore_t* c) noexcept nogil:
     cdef int i
     free(c.req.p)
     free(c.last.p)
+    free(c.own.p)
     for i in range(c.nbs):
         free(c.bs[i].req.p)
         free(c.bs[i].resp.p)
@@ -532,6 +538,8 @@ cdef class UdpProxy:
     cdef int64_t deferred_txn[MAX_DEFERRED]
     cdef int64_t deferred_until[MAX_DEFERRED]
     cdef int ndeferred
+    cdef int64_t lb_txn[MAX_DEFERRED]
+    cdef int nlb
     cdef bint any_direct
     cdef bint in_tcp, out_tcp, want_rr
     cdef int tcp_lfd, tcp_port, max_conns, nconns
@@ -543,6 +551,12 @@ cdef class UdpProxy:
     cdef readonly uint64_t tcp_accepted, tcp_connected, tcp_closed, tcp_errors
     cdef readonly int64_t pending_count, pending_invites
     cdef readonly uint64_t delegated, relayed_direct, calls_ended, calls_expired
+    cdef int lb_mode, lb_first, retry_after
+    cdef int64_t probe_ms
+    cdef uint8_t hop_up[MAX_HOPS]
+    cdef int hop_fail[MAX_HOPS]
+    cdef readonly uint64_t probes_sent, redirects, lb_relayed, lb_no_winner, probes_answered
+    cdef uint64_t hop_wins[MAX_HOPS]
     cdef readonly uint64_t received, sent, forwarded_requests, forwarded_responses
     cdef readonly uint64_t replied, dropped, malformed, send_errors
     cdef readonly uint64_t resent, acks_absorbed, local_replies, timeouts, cancels_sent, acks_sent
@@ -583,7 +597,8 @@ cdef class UdpProxy:
                  int max_transactions=65536, int t1=500, int t2=4000, int t4=5000,
                  int timer_c=180000, int timer_d=32000, on_register=None, on_lookup=None,
                  on_options=None, on_invite=None, int max_call_duration=7200,
-                 int defer_timeout=2000):
+                 int defer_timeout=2000, str balance=None, str first="final",
+                 int probe_timeout=2000, int retry_after=5):
         """fd: a bound non-blocking UDP socket; host/port: the address this
         proxy puts in its Via and Record-Route and recognises in Route;
         next_hops: (ip, port) pairs of the static next hops (round robin,
@@ -592,7 +607,16 @@ cdef class UdpProxy:
         Stateful: the transaction table's size and timers (ms); the hooks
         (see set_hooks); max_call_duration (s): how long a confirmed
         dialog counts as a call without BYE; defer_timeout (ms): how long a
-        deferred INVITE waits for resume() before it is answered 500."""
+        deferred INVITE waits for resume() before it is answered 500.
+
+        balance ("redirect" or "proxy"): be the first-responder balancer
+        over next_hops (the pool): a new INVITE goes as a probe to every
+        member up, the first to answer wins (first="final": the first 2xx/3xx;
+        "provisional": the first 1xx), the rest are cancelled, and the
+        caller gets a 302 naming the winner (redirect) or the call is
+        relayed through it (proxy); an OPTIONS to the balancer itself is
+        answered 200 naming the winner; no winner within probe_timeout ms:
+        503 with Retry-After (retry_after s)."""
         cdef bytes h = host.encode()
         cdef int i
         if len(h) >= ADDR_TEXT - 2:
@@ -627,6 +651,22 @@ cdef class UdpProxy:
                        on_invite=on_invite)
         self.max_call_ms = <int64_t>max_call_duration * 1000
         self.defer_ms = defer_timeout
+        if balance not in (None, "redirect", "proxy"):
+            raise ValueError("balance must be None, 'redirect' or 'proxy'")
+        if first not in ("final", "provisional"):
+            raise ValueError("first must be 'final' or 'provisional'")
+        if balance is not None and (not stateful or self.nhops == 0):
+            raise ValueError("a balancer needs stateful=True and a pool (next_hops)")
+        if balance == "proxy" and self.nhops >= TX_MAX_BRANCHES:
+            raise ValueError(f"a proxy-mode pool has at most {TX_MAX_BRANCHES - 1} members")
+        if probe_timeout <= 0 or retry_after < 0:
+            raise ValueError("probe_timeout must be positive, retry_after not negative")
+        self.lb_mode = 0 if balance is None else (1 if balance == "redirect" else 2)
+        self.lb_first = first == "provisional"
+        self.probe_ms = probe_timeout
+        self.retry_after = retry_after
+        for i in range(self.nhops):
+            self.hop_up[i] = 1
         self.tag_salt = _branch_salt
         boot = _os.urandom(4).hex().encode()
         memcpy(self.boot, <char*>boot, 8)
@@ -772,6 +812,49 @@ cdef class UdpProxy:
             else:
                 raise TypeError(f"unknown hook {name!r}")
 
+    def set_pool(self, next_hops):
+        """Replace the pool (or static next hops) at run time: (ip, port[,
+        transport]) entries; every member starts up.  Transactions in flight
+        keep the addresses they were sent to."""
+        cdef sockaddr_storage tmp[MAX_HOPS]
+        cdef uint8_t tcp[MAX_HOPS]
+        cdef int n = 0, i
+        if len(next_hops) > MAX_HOPS or (self.lb_mode == 2 and len(next_hops) >= TX_MAX_BRANCHES):
+            raise ValueError("too many pool members")
+        if self.lb_mode and len(next_hops) == 0:
+            raise ValueError("a balancer needs at least one pool member")
+        for hop in next_hops:
+            nh = hop[0].encode()
+            if addr_from_host(<const uint8_t*><char*>nh, len(nh), hop[1], &tmp[n]) < 0:
+                raise ValueError(f"pool member must be an IP address: {hop[0]!r}")
+            tcp[n] = len(hop) > 2 and hop[2] == "tcp"
+            n += 1
+        for i in range(n):
+            memcpy(&self.hops[i], &tmp[i], sizeof(sockaddr_storage))
+            self.hop_tcp[i] = tcp[i]
+            self.hop_up[i] = 1
+            self.hop_fail[i] = 0
+            self.hop_wins[i] = 0
+        self.nhops = n
+
+    def set_member_up(self, int i, bint up):
+        """Take pool member i out (up=False) or put it back (keep-alive)."""
+        if not 0 <= i < self.nhops:
+            raise IndexError("no such pool member")
+        self.hop_up[i] = up
+        self.hop_fail[i] = 0
+
+    def pool(self):
+        """The pool: [{"addr": "ip:port", "up": bool, "wins": n}, ...]."""
+        cdef char text[ADDR_TEXT]
+        cdef int port, i
+        out = []
+        for i in range(self.nhops):
+            addr_text(&self.hops[i], text, &port)
+            out.append({"addr": f"{text.decode()}:{port}", "up": bool(self.hop_up[i]),
+                        "wins": self.hop_wins[i], "failures": self.hop_fail[i]})
+        return out
+
     def resume(self, int64_t txn, decision):
         """The decision for an INVITE that on_invite deferred; False when
         the transaction is gone (cancelled, timed out) or was not deferred."""
@@ -803,6 +886,7 @@ cdef class UdpProxy:
         decision is overdue, and expire dialogs."""
         cdef int64_t now
         cdef int i = 0
+        cdef int32_t k
         if self.stateful:
             now = now_ms()
             tx_advance(&self.t, now)
@@ -814,6 +898,18 @@ cdef class UdpProxy:
                     self.deferred_until[i] = self.deferred_until[self.ndeferred]
                 else:
                     i += 1
+            while i < self.nlb:
+                k = tx_cell_of(&self.t, self.lb_txn[i])
+                if k < 0 or self.cs[k].winner >= 0 or not self.cs[k].lb:
+                    self.nlb -= 1
+                    self.lb_txn[i] = self.lb_txn[self.nlb]
+                elif self.cs[k].lb_deadline <= now:
+                    self._no_winner(self.lb_txn[i], &self.cs[k])
+                    self.nlb -= 1
+                    self.lb_txn[i] = self.lb_txn[self.nlb]
+                else:
+                    i += 1
+            i = 0
             self.calls_expired += dlg_sweep(&self.dl, now, 512)
             self._run(None, NULL, -1)
             self._flush()
@@ -869,7 +965,10 @@ cdef class UdpProxy:
                       "pending": self.pending_count, "pending_invites": self.pending_invites,
                       "dialogs": self.dl.n, "active_calls": self.pending_invites + self.dl.n,
                       "calls_ended": self.calls_ended, "calls_expired": self.calls_expired,
-                      "delegated": self.delegated, "relayed_direct": self.relayed_direct})
+                      "delegated": self.delegated, "relayed_direct": self.relayed_direct,
+                      "probes_sent": self.probes_sent, "probes_answered": self.probes_answered,
+                      "redirects": self.redirects, "lb_relayed": self.lb_relayed,
+                      "lb_no_winner": self.lb_no_winner})
         return d
 
     # -- TCP connections ----------------------------------------------------
@@ -1363,6 +1462,14 @@ cdef class UdpProxy:
                 fail(&err, 483, E_MAX_FORWARDS_ZERO, -1)
                 self._reply(m, 483, &err, src, fd, 0)
             return False
+        if self._our_vias(m) >= 3:
+            # §16.3 step 4: this request has been through us twice already
+            if span_ieq(m.b, m.sl_method, "ack", 3):
+                self.dropped += 1
+            else:
+                fail(&err, 482, E_OK, -1)
+                self._reply(m, 482, &err, src, fd, 0)
+            return False
         if H_PROXY_REQUIRE > 0 and m.first[H_PROXY_REQUIRE] >= 0 \
                 and not span_ieq(m.b, m.sl_method, "ack", 3) \
                 and not span_ieq(m.b, m.sl_method, "cancel", 6):
@@ -1371,6 +1478,31 @@ cdef class UdpProxy:
             self._reply(m, 420, &err, src, fd, 0)
             return False
         return True
+
+    cdef int _our_vias(self, Message m) noexcept:
+        """How many Via values name this proxy (a loop leaves several)."""
+        cdef int i, n = 0, port
+        cdef hdr_t* h
+        cdef Py_ssize_t at, x, vend
+        cdef via_t v
+        cdef perr_t err
+        for i in range(m.first[H_VIA], m.nhdr):
+            h = &m.hdrs[i]
+            if h.hid != H_VIA:
+                continue
+            at = h.value_off
+            vend = h.value_off + h.value_len
+            while at < vend:
+                x = list_element_end(m.b, at, vend)
+                if x < 0 or scan_via(m.b, at, x, &v, &err) < 0:
+                    return n
+                port = v.port if v.port > 0 else 5060
+                if v.host.len == self.host_len and memcmp(m.b + v.host.off, self.host,
+                                                          self.host_len) == 0 \
+                        and (port == self.port or port == self.sport):
+                    n += 1
+                at = skip_lws(m.b, x + 1, vend) if x < vend else vend
+        return n
 
     cdef void _request(self, Message m, sockaddr_storage* src, int fd) noexcept:
         if not self._check(m, src, fd):
@@ -1389,6 +1521,9 @@ cdef class UdpProxy:
         cdef hdr_t* h
         cdef Py_ssize_t total
         cdef int i, kind = self._prepare(m, src, &dst, &err, True)
+        if kind == RT_LOCAL and self.lb_mode:
+            self.dropped += 1       # the balancer forwards nothing for itself
+            return
         if kind == RT_LOCAL:
             if self.nhops > 0:
                 kind = RT_STATIC    # no registrar here: the default route
@@ -1514,6 +1649,8 @@ cdef class UdpProxy:
                 if a.status >= 200:
                     self._answered(c, 0)
                 self._local_reply(a.txn, c, a.status, a.branch)
+            elif a.kind == TXA_PROBE:
+                self._on_probe(a.txn, c, a.branch, a.status, m)
             elif a.kind == TXA_TERMINATED:
                 self._answered(c, 0)
                 c.direct = 0
@@ -1525,11 +1662,202 @@ cdef class UdpProxy:
             elif a.kind == TXA_UNMATCHED:
                 if m is not None and m.is_req and src != NULL:
                     self._forward_stateless(m, src, fd)
-                elif m is not None and not m.is_req and 200 <= m.status_code < 300:
+                elif m is not None and not m.is_req and 200 <= m.status_code < 300 \
+                        and span_ieq(m.b, m.cseq_meth, "invite", 6):
                     self._response_stateless(m)     # a stray 2xx (§16.7 step 1)
                 elif m is not None:
                     self.dropped += 1
         self.t.nacts = 0
+
+    # -- the first-responder balancer (DESIGN.md §1 scheme A) ----------------
+
+    cdef bint _ruri_is_us(self, Message m) noexcept:
+        cdef perr_t err
+        if scan_uri(m.b, m.sl_uri.off, m.sl_uri.off + m.sl_uri.len, &m.ruri, &err, 0) < 0:
+            return False
+        return m.ruri.kind != 0 and m.ruri.user.len <= 0 and self._names_us(m, &m.ruri)
+
+    cdef void _fanout(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src) noexcept:
+        """Send the request as a probe to every pool member up: an INVITE
+        marked X-Sipfast-Probe, or (a query) an OPTIONS to each member."""
+        cdef perr_t err
+        cdef sockaddr_storage ignored
+        cdef int i, n = 0, port
+        cdef uint32_t mask = 0
+        cdef char text[ADDR_TEXT + 16]
+        cdef char uri[ADDR_TEXT + 16]
+        cdef int ul
+        cdef bint query = not c.invite
+        if self._prepare(m, src, &ignored, &err, False) < 0:
+            memcpy(&c.err, &err, sizeof(perr_t))
+            tx_reply(&self.t, txn, err.status, now_ms())
+            return
+        cdef int j, start = self.rr % self.nhops
+        self.rr += 1
+        for j in range(self.nhops):
+            # rotate the order so that no member gets a head start every time
+            i = (start + j) % self.nhops
+            if not self.hop_up[i]:
+                continue
+            self.out_tcp = self.hop_tcp[i]
+            if query:
+                # the member itself is asked: OPTIONS sip:member
+                ul = fmt_sip_uri(uri, &self.hops[i], NULL, 0)
+                if self._branch(m, txn, c, n, &self.hops[i], uri, ul, NULL, 0, True) < 0:
+                    n = -1
+                    break
+            elif self._branch(m, txn, c, n, &self.hops[i], NULL, 0,
+                              "X-Sipfast-Probe: call\r\n", 23, True) < 0:
+                n = -1
+                break
+            c.bs[n].member = i
+            if self.hop_tcp[i]:
+                mask |= 1u << n
+            n += 1
+        if n <= 0:
+            self._no_winner(txn, c)
+            return
+        c.lb = 1
+        c.lb_deadline = now_ms() + self.probe_ms
+        if self.nlb < MAX_DEFERRED:
+            self.lb_txn[self.nlb] = txn
+            self.nlb += 1
+        self.probes_sent += n
+        if tx_fork(&self.t, txn, n, now_ms(), mask, 0xffffffffu) < 0:
+            fail(&c.err, 500, E_OK, -1)
+            tx_reply(&self.t, txn, 500, now_ms())
+
+    cdef void _on_probe(self, int64_t txn, cstore_t* c, int b, int status,
+                        Message resp) noexcept:
+        """A probe branch answered: the first good answer wins (§1 step 3)."""
+        cdef int32_t ci = <int32_t>(txn & 0xffffffffLL)
+        cdef tx_cell_t* cell = &self.t.cells[ci]
+        cdef int member = c.bs[b].member
+        cdef bint good
+        cdef uint32_t probes
+        if c.winner >= 0:
+            return                          # decided: late answers are ACKed/ignored
+        if status < 200:
+            good = self.lb_first == 1
+        else:
+            good = status < 400 and not cell.canceled
+            if not good and 0 <= member < self.nhops and (status == 408 or status == 503):
+                self.hop_fail[member] += 1  # three in a row take it out
+                if self.hop_fail[member] >= 3:
+                    self.hop_up[member] = 0
+        if good and tx_server_open(cell) and not cell.canceled:
+            c.winner = b
+            self.probes_answered += 1
+            if 0 <= member < self.nhops:
+                self.hop_fail[member] = 0
+                self.hop_wins[member] += 1
+            self._won(txn, c, b)
+            return
+        probes = cell.probe_mask
+        if (cell.final_mask & probes) == probes and tx_server_open(cell):
+            if cell.canceled:
+                tx_reply(&self.t, txn, 487, now_ms())
+            else:
+                self._no_winner(txn, c)
+
+    cdef void _won(self, int64_t txn, cstore_t* c, int b) noexcept:
+        """Tell the caller who won (302 / 200 naming it), or relay the call
+        through the winner (proxy mode); cancel the others."""
+        cdef Message m3 = self.m3
+        cdef perr_t err
+        cdef sockaddr_storage ignored
+        cdef char line[ADDR_TEXT + 160]
+        cdef int w, nb
+        cdef Py_ssize_t n
+        cdef int32_t ci = <int32_t>(txn & 0xffffffffLL)
+        m3.b = <const uint8_t*>c.req.p
+        m3.buflen = c.req.len
+        m3._reset()
+        if m3._parse(&err, False, SLOT, DEFAULT_MAX_HEADERS_C, DEFAULT_MAX_LINE_C) < 0 \
+                or m3._scan_top_via(&err) < 0 or scan_uri(
+                    m3.b, m3.sl_uri.off, m3.sl_uri.off + m3.sl_uri.len, &m3.ruri, &err, 0) < 0:
+            tx_abandon(&self.t, txn, now_ms())
+            tx_reply(&self.t, txn, 500, now_ms())
+            return
+        tx_abandon(&self.t, txn, now_ms())      # CANCEL the rest (after their 1xx)
+        if self.lb_mode == 2 and c.invite:
+            # relay the call itself through the winner, which record-routes
+            self._prepare(m3, &c.src, &ignored, &err, False)
+            self.out_tcp = c.bs[b].tcp
+            nb = self.t.cells[ci].nbr
+            if self._branch(m3, txn, c, nb, &c.bs[b].dst, NULL, 0, NULL, 0, True) < 0 \
+                    or tx_fork(&self.t, txn, 1, now_ms(),
+                               1u if c.bs[nb].tcp else 0u, 0u) < 0:
+                tx_reply(&self.t, txn, 500, now_ms())
+                return
+            c.bs[nb].member = c.bs[b].member
+            self.lb_relayed += 1
+            return
+        # Contact: the winner, for the same user (§1 step 4)
+        memcpy(line, b"Contact: <", 10)
+        w = 10
+        w += fmt_sip_uri(line + w, &c.bs[b].dst,
+                         <const char*>m3.b + m3.ruri.user.off if m3.ruri.user.len > 0 and c.invite
+                         else NULL, m3.ruri.user.len if c.invite else 0)
+        if c.bs[b].tcp:
+            memcpy(line + w, b";transport=tcp", 14)
+            w += 14
+        memcpy(line + w, b">\r\n", 3)
+        w += 3
+        fail(&err, 302 if c.invite else 200, E_OK, -1)
+        n = self._build_reply(m3, 302 if c.invite else 200, &err, self._slot(), txn, line, w)
+        if n <= 0 or buf_set(&c.own, self._slot(), n) < 0:
+            tx_reply(&self.t, txn, 500, now_ms())
+            return
+        c.custom = 1
+        self.redirects += c.invite
+        tx_reply(&self.t, txn, 302 if c.invite else 200, now_ms())
+
+    cdef void _no_winner(self, int64_t txn, cstore_t* c) noexcept:
+        """No member answered well in time: 503 with Retry-After (never
+        silence, §1)."""
+        cdef int32_t ci = tx_cell_of(&self.t, txn)
+        if ci < 0 or not tx_server_open(&self.t.cells[ci]):
+            return
+        c.winner = 127
+        self.lb_no_winner += 1
+        tx_abandon(&self.t, txn, now_ms())
+        fail(&c.err, 503, E_OK, -1)
+        tx_reply(&self.t, txn, 503, now_ms())
+
+    cdef void _answer_probe(self, Message m, int64_t txn, cstore_t* c) noexcept:
+        """A balancer's probe INVITE (X-Sipfast-Probe): answer at once with
+        our identity, a 302 whose Contact is this proxy for the same user;
+        503 while draining (a member that cannot take calls never wins)."""
+        cdef perr_t err
+        cdef char line[ADDR_TEXT + 160]
+        cdef int w
+        cdef Py_ssize_t n
+        cdef sockaddr_storage me
+        if self.draining:
+            fail(&c.err, 503, E_OK, -1)
+            tx_reply(&self.t, txn, 503, now_ms())
+            return
+        if scan_uri(m.b, m.sl_uri.off, m.sl_uri.off + m.sl_uri.len, &m.ruri, &err, 0) < 0 \
+                or m.ruri.kind == 0 \
+                or addr_from_host(<const uint8_t*>self.host, self.host_len, self.port, &me) < 0:
+            fail(&c.err, 400, E_RURI, -1)
+            tx_reply(&self.t, txn, 400, now_ms())
+            return
+        memcpy(line, b"Contact: <", 10)
+        w = 10
+        w += fmt_sip_uri(line + w, &me, <const char*>m.b + m.ruri.user.off if m.ruri.user.len > 0
+                         else NULL, m.ruri.user.len if m.ruri.user.len > 0 else 0)
+        memcpy(line + w, b">\r\n", 3)
+        w += 3
+        fail(&err, 302, E_OK, -1)
+        n = self._build_reply(m, 302, &err, self._slot(), txn, line, w)
+        if n <= 0 or buf_set(&c.own, self._slot(), n) < 0:
+            tx_reply(&self.t, txn, 500, now_ms())
+            return
+        c.custom = 1
+        self.probes_answered += 1
+        tx_reply(&self.t, txn, 302, now_ms())
 
     cdef void _answered(self, cstore_t* c, int status) noexcept:
         """The server transaction of c got its final answer (or ended): it
@@ -1592,6 +1920,15 @@ cdef class UdpProxy:
         if self.draining and initial:
             fail(&c.err, 503, E_OK, -1)
             tx_reply(&self.t, txn, 503, now_ms())
+            return
+        c.lb = 0
+        c.winner = -1
+        if self.lb_mode and initial and (c.invite or (
+                span_ieq(m.b, m.sl_method, "options", 7) and self._ruri_is_us(m))):
+            self._fanout(m, txn, c, src)
+            return
+        if c.invite and initial and find_header(m, "x-sipfast-probe", 15) >= 0:
+            self._answer_probe(m, txn, c)
             return
         if c.invite and initial and self.on_invite is not None:
             addr_text(src, ip, &port)
@@ -1822,7 +2159,7 @@ cdef class UdpProxy:
                 resp = hook(data, (ip.decode(), port))
                 if not resp:
                     raise ValueError("the registrar gave no answer")
-                if buf_set(&c.last, PyBytes_AS_STRING(resp), PyBytes_GET_SIZE(resp)) < 0:
+                if buf_set(&c.own, PyBytes_AS_STRING(resp), PyBytes_GET_SIZE(resp)) < 0:
                     raise MemoryError()
                 c.custom = 1
                 tx_reply(&self.t, txn, resp_status(resp), now_ms())
@@ -1859,6 +2196,10 @@ cdef class UdpProxy:
         cdef char* out
         cdef Py_ssize_t n
         if c.custom and status >= 200:
+            # the final answer made beforehand (control plane, probe, redirect)
+            if buf_set(&c.last, c.own.p, c.own.len) < 0:
+                self.dropped += 1
+                return
             self._send_up(c, c.last.p, c.last.len)
             self.local_replies += 1
             return
@@ -1991,7 +2332,7 @@ cdef class UdpProxy:
             return
         ci = tx_cell_of(&self.t, txn)
         if ci < 0 or b >= self.cs[ci].nbs:
-            if 200 <= m.status_code < 300:
+            if 200 <= m.status_code < 300 and span_ieq(m.b, m.cseq_meth, "invite", 6):
                 self._response_stateless(m)     # a late 2xx retransmission
             else:
                 self.dropped += 1
@@ -2091,10 +2432,12 @@ cdef class UdpProxy:
         self.replied += 1
 
     cdef Py_ssize_t _build_reply(self, Message m, int status, perr_t* err, char* out,
-                                 int64_t tagv) noexcept:
+                                 int64_t tagv, const char* extra=NULL,
+                                 int extra_len=0) noexcept:
         """A response to m into out: its Via, From, To (our tag added to a
         final answer), Call-ID and CSeq lines (§8.2.6), the reason from err,
-        Retry-After on a 503; 0 when m has no Via."""
+        Retry-After on a 503, then the extra header lines; 0 when m has no
+        Via."""
         cdef Py_ssize_t w = 0, n
         cdef int i
         cdef hdr_t* h
@@ -2150,12 +2493,18 @@ cdef class UdpProxy:
         if not have_via:
             return 0
         if status == 503:
-            memcpy(out + w, b"Retry-After: 5\r\n", 16)
-            w += 16
+            memcpy(out + w, b"Retry-After: ", 13)
+            w += 13
+            w += fmt_int(out + w, self.retry_after)
+            memcpy(out + w, b"\r\n", 2)
+            w += 2
         elif status == 405 or (status == 200 and span_ieq(m.b, m.sl_method, "options", 7)):
             n = <Py_ssize_t>strlen(ALLOW_LINE)
             memcpy(out + w, ALLOW_LINE, n)
             w += n
+        if extra_len > 0 and w + extra_len + 64 < SLOT:
+            memcpy(out + w, extra, extra_len)
+            w += extra_len
         memcpy(out + w, b"Server: sipfast\r\nContent-Length: 0\r\n\r\n", 38)
         w += 38
         return w
@@ -2183,6 +2532,48 @@ cdef inline int fmt_int(char* out, int64_t v) noexcept nogil:
     n = 24 - i
     memcpy(out, tmp + i, n)
     return n
+
+
+cdef int find_header(Message m, const char* lname, int n) noexcept nogil:
+    """Index of the first header line named lname (given lower-case), or -1."""
+    cdef int i, k
+    cdef hdr_t* h
+    for i in range(m.nhdr):
+        h = &m.hdrs[i]
+        if h.name_len != n:
+            continue
+        k = 0
+        while k < n and LOWER[m.b[h.name_off + k]] == <uint8_t>lname[k]:
+            k += 1
+        if k == n:
+            return i
+    return -1
+
+
+cdef int fmt_sip_uri(char* out, const sockaddr_storage* a, const char* user,
+                     int ulen) noexcept nogil:
+    """sip:[user@]host:port of an address (IPv6 in brackets); its length."""
+    cdef char text[ADDR_TEXT]
+    cdef int port, tl, w = 4
+    tl = addr_text(a, text, &port)
+    memcpy(out, b"sip:", 4)
+    if user != NULL and 0 < ulen < 100:
+        memcpy(out + w, user, ulen)
+        w += ulen
+        out[w] = 64
+        w += 1
+    if a.ss_family == AF_INET6:
+        out[w] = 91
+        w += 1
+    memcpy(out + w, text, tl)
+    w += tl
+    if a.ss_family == AF_INET6:
+        out[w] = 93
+        w += 1
+    out[w] = 58
+    w += 1
+    w += fmt_int(out + w, port)
+    return w
 
 
 cdef int check_header_lines(bytes lines) except -1:
@@ -2216,6 +2607,12 @@ cdef int status_reason(perr_t* err, int status, char* out, int cap) noexcept nog
         fixed = "Trying"
     elif status == 200:
         fixed = "OK"
+    elif status == 302:
+        fixed = "Moved Temporarily"
+    elif status == 403:
+        fixed = "Forbidden"
+    elif status == 486:
+        fixed = "Busy Here"
     elif status == 404:
         fixed = "Not Found"
     elif status == 405:

@@ -48,6 +48,7 @@ cdef enum:
     TXA_REJECT = 8      # table full: answer statelessly with status (503)
     TXA_UNMATCHED = 9   # no transaction: the caller handles it statelessly
     TXA_TERMINATED = 10  # txn's cell is freed; its id is no longer valid
+    TXA_PROBE = 11      # a probe branch got a response (status): the TU decides
 
 # Server states (§17.2.1, §17.2.2, RFC 6026 §7.1).
 cdef enum:
@@ -122,6 +123,8 @@ ctypedef struct tx_cell_t:
     int32_t g_ms        # the current G interval
     uint32_t br_mask    # branches created
     uint32_t final_mask  # branches with a final response (received or local)
+    uint32_t probe_mask  # probe branches: their responses go to the TU (TXA_PROBE),
+                         # never upstream nor into the §16.7 selection
     int32_t klen
     uint8_t key[TX_KEY_MAX]
     tx_branch_t br[TX_MAX_BRANCHES]
@@ -372,6 +375,7 @@ cdef int32_t tx_alloc(tx_table_t* t, const uint8_t* key, int klen, uint64_t h,
     c.g_ms = 0
     c.br_mask = 0
     c.final_mask = 0
+    c.probe_mask = 0
     tx_index_put(t, ci)
     t.live += 1
     t.live_servers += 1
@@ -462,6 +466,8 @@ cdef void tx_pick_best(tx_table_t* t, int32_t ci, int64_t now) noexcept nogil:
     cdef tx_cell_t* c = &t.cells[ci]
     cdef int b, best = -1, status
     for b in range(c.nbr):
+        if c.probe_mask & (1u << b):
+            continue
         if best < 0 or tx_rank(c.br[b].status) < tx_rank(c.br[best].status):
             best = b
     if best < 0:
@@ -479,6 +485,9 @@ cdef void tx_decide(tx_table_t* t, int32_t ci, int b, int status, int64_t now) n
     after the branch's own state machine moved (§16.7 steps 3-10)."""
     cdef tx_cell_t* c = &t.cells[ci]
     c.final_mask |= 1u << b
+    if c.probe_mask & (1u << b):
+        tx_emit(t, TXA_PROBE, c.id, b, status, now)     # the TU's to judge
+        return
     if not tx_server_open(c):
         # a final response went upstream: only INVITE 2xx pass (§16.7 step 5)
         if c.method == TXM_INVITE and status < 300 and not c.br[b].local \
@@ -492,7 +501,7 @@ cdef void tx_decide(tx_table_t* t, int32_t ci, int b, int status, int64_t now) n
     if status >= 600 and not c.got6xx:
         c.got6xx = 1                                # §16.7 step 5: not forwarded yet
         tx_cancel_branches(t, ci, now)
-    if c.final_mask == c.br_mask:
+    if (c.final_mask | c.probe_mask) == c.br_mask:  # probes take no part (TXA_PROBE)
         tx_pick_best(t, ci, now)
 
 cdef void tx_branch_local_final(tx_table_t* t, int32_t ci, int b, int64_t now) noexcept nogil:
@@ -629,7 +638,7 @@ cdef int tx_set_reliable(tx_table_t* t, int64_t txn) noexcept nogil:
     return 0
 
 cdef int tx_fork(tx_table_t* t, int64_t txn, int n, int64_t now,
-                 uint32_t reliable_mask=0) noexcept nogil:
+                 uint32_t reliable_mask=0, uint32_t probe_mask=0) noexcept nogil:
     """Create n client branches of txn and send the request on each (A/E and
     B/F, plus Timer C for an INVITE); bit i of reliable_mask marks the i-th
     new branch as sent over a reliable transport (no A/E retransmissions,
@@ -655,6 +664,8 @@ cdef int tx_fork(tx_table_t* t, int64_t txn, int n, int64_t now,
         r.status = 0
         r.retr_ms = t.t1
         r.reliable = (reliable_mask >> (b - first)) & 1
+        if (probe_mask >> (b - first)) & 1:
+            c.probe_mask |= 1u << b
         c.br_mask |= 1u << b
         c.nbr += 1
         t.live_branches += 1
@@ -665,6 +676,26 @@ cdef int tx_fork(tx_table_t* t, int64_t txn, int n, int64_t now,
         if c.method == TXM_INVITE:
             tx_timer_start(t, tx_bnode(ci, b, TXT_B_C), now + t.tc)        # C
     return first
+
+cdef int tx_abandon(tx_table_t* t, int64_t txn, int64_t now) noexcept nogil:
+    """The TU needs no more answers on the pending branches: INVITE
+    branches are cancelled (§9.1), non-INVITE ones stop retransmitting and
+    end (a non-INVITE cannot be cancelled)."""
+    cdef int32_t ci = tx_cell_of(t, txn)
+    cdef tx_cell_t* c
+    cdef int b
+    if ci < 0:
+        return -1
+    c = &t.cells[ci]
+    if c.method == TXM_INVITE:
+        tx_cancel_branches(t, ci, now)
+        return 0
+    for b in range(c.nbr):
+        if c.br[b].state == TXB_CALLING or c.br[b].state == TXB_PROCEEDING:
+            c.final_mask |= 1u << b
+            tx_branch_end(t, ci, b)
+    tx_maybe_free(t, ci, now)
+    return 0
 
 cdef int tx_reply(tx_table_t* t, int64_t txn, int status, int64_t now) noexcept nogil:
     """The TU answers upstream itself (a redirect, a local error).  A final
@@ -733,6 +764,11 @@ cdef int tx_on_response(tx_table_t* t, int64_t txn, int b, int status,
                 tx_timer_stop(t, tx_bnode(ci, b, TXT_B_FINAL))
         r.got_prov = 1
         r.status = <int32_t>status
+        if c.probe_mask & (1u << b):
+            if r.cancel == TXC_WANTED:
+                tx_send_cancel(t, ci, b, now)            # phase two (§9.1)
+            tx_emit(t, TXA_PROBE, c.id, b, status, now)
+            return 0
         if inv and status > 100 and r.cancel == TXC_NONE:
             tx_timer_start(t, tx_bnode(ci, b, TXT_B_C), now + t.tc)   # §16.7 step 2
         if r.cancel == TXC_WANTED:
@@ -939,7 +975,7 @@ cdef void tx_table_free(tx_table_t* t) noexcept nogil:
 # The Python wrapper (tests, control plane).
 
 cdef tuple _TXA_NAMES = (None, "new", "send_request", "send_cancel", "send_ack", "forward",
-                         "resend", "reply", "reject", "unmatched", "terminated")
+                         "resend", "reply", "reject", "unmatched", "terminated", "probe")
 
 cdef dict _TX_METHODS = {"INVITE": TXM_INVITE, "ACK": TXM_ACK, "CANCEL": TXM_CANCEL,
                          "BYE": TXM_OTHER, "OPTIONS": TXM_OTHER + 1,
@@ -1009,10 +1045,12 @@ cdef class TxnTable:
         """An upstream CANCEL (the same as on_request(..., "CANCEL", now))."""
         return self.on_request(branch, sent_by, "CANCEL", now)
 
-    def fork(self, int64_t txn, int n, int64_t now, *, bint reliable=False):
+    def fork(self, int64_t txn, int n, int64_t now, *, bint reliable=False, bint probe=False):
         """Create n client branches and send the request on each (over a
-        reliable transport when told: no retransmission timers)."""
-        if tx_fork(&self.t, txn, n, now, 0xffffffffu if reliable else 0) < 0:
+        reliable transport when told: no retransmission timers; as probes
+        when told: their responses come back as "probe" actions)."""
+        if tx_fork(&self.t, txn, n, now, 0xffffffffu if reliable else 0,
+                   0xffffffffu if probe else 0) < 0:
             self.t.nacts = 0
             raise ValueError("cannot fork: unknown or closed transaction, or too many branches")
         return self._drain()
@@ -1032,6 +1070,12 @@ cdef class TxnTable:
         if tx_reply(&self.t, txn, status, now) < 0:
             self.t.nacts = 0
             raise ValueError("cannot reply: unknown transaction or final already sent")
+        return self._drain()
+
+    def abandon(self, int64_t txn, int64_t now):
+        """Stop waiting on the pending branches (cancel INVITE ones)."""
+        if tx_abandon(&self.t, txn, now) < 0:
+            raise ValueError("unknown transaction")
         return self._drain()
 
     def advance(self, int64_t now):

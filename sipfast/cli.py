@@ -97,12 +97,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         problems.append("--fork needs transaction state: drop --stateless")
     if args.fork and len(next_hops) < 2:
         problems.append("--fork needs two or more --route next hops")
-    for name in ("t1", "t2", "t4", "timer_c", "timer_d", "max_transactions",
-                 "max_connections", "tcp_idle_timeout"):
-        if getattr(args, name) <= 0:
-            problems.append(f"--{name.replace('_', '-')} must be positive")
-    if args.t2 < args.t1:
-        problems.append("--t2 must be at least --t1")
+    problems += _positive(args, "max_connections", "tcp_idle_timeout")
     if problems:
         for p in problems:
             print(f"sipfast proxy: {p}", file=sys.stderr)
@@ -115,6 +110,76 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         registrar=not args.no_registrar, max_connections=args.max_connections,
         tcp_idle_timeout=args.tcp_idle_timeout, load=load_opts)
     return proxy.run(opts)
+
+
+def _positive(args: argparse.Namespace, *extra: str) -> list[str]:
+    """Problems with the timer and table options shared by proxy and lb."""
+    problems = [f"--{name.replace('_', '-')} must be positive"
+                for name in ("t1", "t2", "t4", "timer_c", "timer_d", "max_transactions", *extra)
+                if getattr(args, name) <= 0]
+    if args.t2 < args.t1:
+        problems.append("--t2 must be at least --t1")
+    return problems
+
+
+def cmd_lb(args: argparse.Namespace) -> int:
+    """Run the first-responder balancer (DESIGN.md §1 scheme A)."""
+    from sipfast.roles import lb, proxy
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    try:
+        listens = [proxy.parse_listen(spec) for spec in args.listen]
+        uris = list(args.pool or ())
+        if args.pool_file:
+            uris += lb.read_pool_file(args.pool_file)
+        pool = [proxy.parse_next_hop(uri) for uri in uris]
+    except (OSError, ValueError) as exc:
+        print(f"sipfast lb: {exc}", file=sys.stderr)
+        return 2
+    problems = _positive(args, "probe_timeout")
+    if any(lst.transport != "udp" for lst in listens):
+        problems.append("the balancer listens on udp only")
+    if not pool:
+        problems.append("the pool is empty: give --pool sip:HOST:PORT (repeatable) or --pool-file")
+    limit = 15 if args.mode == "proxy" else 16
+    if len(pool) > limit:
+        problems.append(f"at most {limit} pool members in --mode {args.mode}")
+    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    if workers < 1:
+        problems.append("--workers must be at least 1")
+    if args.keepalive < 0:
+        problems.append("--keepalive must not be negative")
+    if problems:
+        for p in problems:
+            print(f"sipfast lb: {p}", file=sys.stderr)
+        return 2
+    opts = proxy.Options(
+        listens=listens, next_hops=pool, workers=workers,
+        max_transactions=args.max_transactions, t1=args.t1, t2=args.t2, t4=args.t4,
+        timer_c=args.timer_c, timer_d=args.timer_d, drain_timeout=args.drain_timeout,
+        registrar=False, balance=args.mode, first=args.first,
+        probe_timeout=args.probe_timeout, keepalive=args.keepalive, pool_file=args.pool_file)
+    return proxy.run(opts)
+
+
+def _timer_options(p: argparse.ArgumentParser) -> None:
+    """The transaction table and RFC 3261 timer options (proxy and lb)."""
+    p.add_argument("--max-transactions", type=int, default=65536, metavar="N",
+                   help="transaction table size per worker; beyond it new requests get "
+                        "503 (default 65536)")
+    p.add_argument("--t1", type=int, default=500, metavar="MS",
+                   help="RFC 3261 T1, the round-trip estimate (default 500)")
+    p.add_argument("--t2", type=int, default=4000, metavar="MS",
+                   help="T2, the cap of non-INVITE retransmission intervals (default 4000)")
+    p.add_argument("--t4", type=int, default=5000, metavar="MS",
+                   help="T4, how long a message may stay in the network (default 5000)")
+    p.add_argument("--timer-c", type=int, default=180000, metavar="MS",
+                   help="Timer C, the INVITE proceeding timeout (default 180000)")
+    p.add_argument("--timer-d", type=int, default=32000, metavar="MS",
+                   help="Timer D, the wait for response retransmissions (default 32000)")
+    p.add_argument("--drain-timeout", type=float, default=5.0, metavar="S",
+                   help="on SIGTERM, how long at most to let transactions in flight get "
+                        "their final answer, new calls getting 503 meanwhile (default 5)")
 
 
 def _load_options(args: argparse.Namespace, listens: list) -> tuple[object | None, list[str]]:
@@ -202,22 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="add Record-Route to dialog-creating requests")
     px.add_argument("--workers", type=int, default=None, metavar="N",
                     help="processes sharing the port with SO_REUSEPORT (default: one per core)")
-    px.add_argument("--max-transactions", type=int, default=65536, metavar="N",
-                    help="transaction table size per worker; beyond it new requests get "
-                         "503 (default 65536)")
-    px.add_argument("--t1", type=int, default=500, metavar="MS",
-                    help="RFC 3261 T1, the round-trip estimate (default 500)")
-    px.add_argument("--t2", type=int, default=4000, metavar="MS",
-                    help="T2, the cap of non-INVITE retransmission intervals (default 4000)")
-    px.add_argument("--t4", type=int, default=5000, metavar="MS",
-                    help="T4, how long a message may stay in the network (default 5000)")
-    px.add_argument("--timer-c", type=int, default=180000, metavar="MS",
-                    help="Timer C, the INVITE proceeding timeout (default 180000)")
-    px.add_argument("--timer-d", type=int, default=32000, metavar="MS",
-                    help="Timer D, the wait for response retransmissions (default 32000)")
-    px.add_argument("--drain-timeout", type=float, default=5.0, metavar="S",
-                    help="on SIGTERM, how long at most to let transactions in flight get "
-                         "their final answer, new calls getting 503 meanwhile (default 5)")
+    _timer_options(px)
     px.add_argument("--no-registrar", action="store_true",
                     help="do not answer REGISTER (405) nor look up registered users")
     px.add_argument("--max-connections", type=int, default=4096, metavar="N",
@@ -259,6 +309,31 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--control", metavar="PATH",
                     help="UNIX socket of the JSON control endpoint (see `sipfast control`)")
     px.set_defaults(func=cmd_proxy)
+
+    pl = sub.add_parser("lb", help="run the first-responder balancer over a pool of proxies")
+    pl.add_argument("--listen", action="append", required=True, metavar="udp:HOST:PORT",
+                    help="address to serve (repeatable; IPv6 as udp:[::1]:5060)")
+    pl.add_argument("--pool", action="append", metavar="sip:HOST:PORT",
+                    help="a pool member (repeatable; ;transport=tcp allowed)")
+    pl.add_argument("--pool-file", metavar="FILE",
+                    help="pool members, one SIP URI per line; read again on SIGHUP")
+    pl.add_argument("--mode", choices=["redirect", "proxy"], default="redirect",
+                    help="redirect: answer the caller 302 naming the winner; proxy: relay "
+                         "the call through the winner, which record-routes (default redirect)")
+    pl.add_argument("--first", choices=["final", "provisional"], default="final",
+                    help="what wins: the first final 2xx/3xx answer to the probe, or the first "
+                         "provisional (100 Trying) (default final)")
+    pl.add_argument("--probe-timeout", type=int, default=2000, metavar="MS",
+                    help="no winner in this time: 503 with Retry-After (default 2000)")
+    pl.add_argument("--keepalive", type=float, default=5.0, metavar="S",
+                    help="OPTIONS keep-alive period of the pool members; 0 turns it off "
+                         "(default 5)")
+    pl.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="processes sharing the port with SO_REUSEPORT (default: one per core)")
+    _timer_options(pl)
+    pl.add_argument("--log-level", default="info",
+                    choices=["debug", "info", "warning", "error"])
+    pl.set_defaults(func=cmd_lb)
 
     pc = sub.add_parser("control", help="show or change a delegating proxy's load sharing")
     pc.add_argument("path", help="the proxy's --control socket")

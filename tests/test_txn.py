@@ -566,3 +566,37 @@ def test_reliable_server_has_no_timer_g_and_timer_j_is_zero():
     t.advance(FAR + 5 + T4 + 1)
     assert t.state(txn) is None
     finish(t, FAR * 2)
+
+
+# ---------------------------------------------------------------------------
+# Probe branches (the first-responder balancer): responses go to the TU only
+
+def test_probe_branches_report_to_the_tu_and_never_go_upstream():
+    t = table()
+    out = t.on_request(b"z9hG4bKp", SB, "INVITE", 0)
+    txn = out[0][2]
+    assert acts(t.fork(txn, 3, 0, probe=True)) == [(0, "send_request", b, 0) for b in range(3)]
+    assert acts(t.on_response(txn, 0, 100, 5)) == [(5, "probe", 0, 100)]
+    assert acts(t.on_response(txn, 1, 302, 6)) == [(6, "send_ack", 1, 302), (6, "probe", 1, 302)]
+    # the TU picked branch 1: the others are cancelled once they have had a
+    # provisional (branch 0 now, branch 2 when it sends one, §9.1)
+    assert acts(t.abandon(txn, 7)) == [(7, "send_cancel", 0, 0)]
+    assert acts(t.on_response(txn, 2, 180, 8)) == [(8, "send_cancel", 2, 0), (8, "probe", 2, 180)]
+    assert acts(t.on_response(txn, 0, 487, 9)) == [(9, "send_ack", 0, 487), (9, "probe", 0, 487)]
+    assert acts(t.on_response(txn, 2, 487, 9)) == [(9, "send_ack", 2, 487), (9, "probe", 2, 487)]
+    # every branch final and all were probes: nothing was sent upstream
+    assert acts(t.reply(txn, 302, 10)) == [(10, "reply", -1, 302)]
+    finish(t)
+
+
+def test_abandoned_non_invite_probes_stop_retransmitting():
+    t = table()
+    out = t.on_request(b"z9hG4bKq", SB, "OPTIONS", 0)
+    txn = out[0][2]
+    t.fork(txn, 2, 0, probe=True)
+    assert acts(t.on_response(txn, 0, 200, 5)) == [(5, "probe", 0, 200)]
+    assert acts(t.reply(txn, 200, 6)) == [(6, "reply", -1, 200)]
+    t.abandon(txn, 6)
+    # branch 1 sends nothing more (no Timer E) and the table empties
+    assert [a for a in acts(t.advance(5 * T1)) if a[1] == "send_request"] == []
+    finish(t)

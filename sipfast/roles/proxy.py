@@ -129,6 +129,11 @@ class Options:
     registrar: bool = True
     max_connections: int = 4096
     tcp_idle_timeout: int = 600
+    balance: str | None = None      # sipfast lb: "redirect" or "proxy"
+    first: str = "final"
+    probe_timeout: int = 2000
+    keepalive: float = 5.0
+    pool_file: str | None = None
     load: Any = None        # sipfast.load.LoadOptions: delegating peers (--peers)
 
 
@@ -203,6 +208,7 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
     proxies: list[UdpProxy] = []
     timer: asyncio.TimerHandle | None = None
     delegation = None
+    keeper = None
     try:
         for lst in opts.listens:
             if lst.transport != "udp":
@@ -221,7 +227,8 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
                 stateful=not opts.stateless, fork=opts.fork, send_fd=send_fd,
                 send_port=send_port, max_transactions=opts.max_transactions,
                 t1=opts.t1, t2=opts.t2, t4=opts.t4, timer_c=opts.timer_c,
-                timer_d=opts.timer_d, on_register=on_register, on_lookup=on_lookup)
+                timer_d=opts.timer_d, on_register=on_register, on_lookup=on_lookup,
+                balance=opts.balance, first=opts.first, probe_timeout=opts.probe_timeout)
             proxies.append(proxy)
             loop.add_reader(sock.fileno(), proxy.on_readable)
             if send_fd >= 0:
@@ -243,6 +250,13 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
         if opts.load is not None:
             from sipfast.load import attach
             delegation = attach(proxies, opts.load, loop)
+        if opts.balance is not None and opts.keepalive > 0:
+            from sipfast.roles.lb import PoolKeeper, install_reload
+            keeper = PoolKeeper(proxies, list(opts.next_hops), opts.listens[0].host,
+                                opts.keepalive, min(opts.keepalive, 1.0))
+            await keeper.start()
+            if opts.pool_file:
+                install_reload(loop, proxies, keeper, opts.pool_file, parse_next_hop)
         if not opts.stateless:
             ticks = 0
 
@@ -266,6 +280,8 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
     finally:
         if delegation is not None:
             delegation.close()
+        if keeper is not None:
+            keeper.close()
         if timer is not None:
             timer.cancel()
         for sock in socks:
@@ -274,6 +290,10 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
     totals: dict[str, int] = {}
     for proxy in proxies:
         stats = proxy.stats()
+        if opts.balance is not None:
+            for i, member in enumerate(proxy.pool()):
+                stats[f"member{i}_wins"] = member["wins"]
+                stats[f"member{i}_up"] = int(member["up"])
         if any(lst.transport == "tcp" for lst in opts.listens):
             stats.update({f"tcp_{k}": v for k, v in proxy.tcp_stats().items()})
         for k, v in stats.items():

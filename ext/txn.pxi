@@ -123,8 +123,7 @@ ctypedef struct tx_cell_t:
     int32_t g_ms        # the current G interval
     uint32_t br_mask    # branches created
     uint32_t final_mask  # branches with a final response (received or local)
-    uint32_t probe_mask  # probe branches: their responses go to the TU (TXA_PROBE),
-                         # never upstream nor into the §16.7 selection
+    uint32_t probe_mask  # probe branches: answers go to the TU (TXA_PROBE) only
     int32_t klen
     uint8_t key[TX_KEY_MAX]
     tx_branch_t br[TX_MAX_BRANCHES]

@@ -106,3 +106,27 @@ def test_demo_runs_the_core_and_the_topology() -> None:
     assert "Record-Route: <sip:192.0.2.10:5060;lr>" in out
     assert "SIP/2.0 400 CSeq method does not match request method" in out
     assert "messages/s" in out
+
+
+def test_proxy_and_lb_refuse_bad_flags_with_a_message() -> None:
+    cases = [
+        (("proxy", "--listen", "udp:127.0.0.1:5999", "--t1", "0"), b"--t1 must be positive"),
+        (("proxy", "--listen", "udp:127.0.0.1:5999", "--t1", "900", "--t2", "500"),
+         b"--t2 must be at least --t1"),
+        (("proxy", "--listen", "tcp:127.0.0.1:5999"), b"needs a udp listener on the same host"),
+        (("proxy", "--listen", "udp:127.0.0.1:5999", "--fork", "--route", "sip:127.0.0.1:1"),
+         b"--fork needs two or more --route next hops"),
+        (("proxy", "--listen", "udp:127.0.0.1:5999", "--route", "sip:example.com"),
+         b"the host must be an IP address"),
+        (("proxy", "--listen", "udp:127.0.0.1:5999", "--route", "sip:127.0.0.1;transport=sctp"),
+         b"transport must be udp or tcp"),
+        (("lb", "--listen", "udp:127.0.0.1:5999"), b"the pool is empty"),
+        (("lb", "--listen", "udp:127.0.0.1:5999", "--pool-file", "/nonexistent/pool"),
+         b"No such file"),
+        (("lb", "--listen", "udp:127.0.0.1:5999", "--pool", "sip:127.0.0.1:1",
+          "--probe-timeout", "0"), b"--probe-timeout must be positive"),
+    ]
+    for args, message in cases:
+        res = run(*args)
+        assert res.returncode == 2, (args, res.stderr)
+        assert message in res.stderr, (args, res.stderr)

@@ -261,3 +261,44 @@ def test_no_member_answers_the_caller_gets_503_with_retry_after(logdir):
     assert [m.status for m in finals] == [503] * 5
     assert all(m.header("Retry-After") == "5" for m in finals)
     assert lbc["lb_no_winner"] == 5
+
+
+def test_the_pool_file_is_read_again_on_sighup(logdir):
+    calls = 50
+    with sipp.start_uas(calls=2 * calls, timeout_s=60, workdir=logdir / "uas") as callee, \
+            ExitStack() as stack:
+        pool = members(stack, 3, callee.port, logdir)
+        ports = [p for p, _ in pool]
+        pool_file = logdir / "pool.txt"
+        pool_file.write_text("# the first two\n" + "".join(f"sip:{IP}:{p}\n" for p in ports[:2]))
+        lport = free_udp_port(IP)
+        lb = subprocess.Popen([str(SIPFAST), "lb", "--listen", f"udp:{IP}:{lport}", "--workers",
+                               "1", "--pool-file", str(pool_file)],
+                              stderr=subprocess.PIPE, text=True, cwd=logdir)
+        try:
+            assert lb.stderr is not None
+            while "ready" not in lb.stderr.readline():
+                assert lb.poll() is None
+            first = sipp.run_uac((IP, lport), "uac_redirect.xml", calls=calls, rate=50,
+                                 workdir=logdir / "uac1", role="uac1")
+            pool_file.write_text("".join(f"sip:{IP}:{p}\n" for p in ports))
+            lb.send_signal(signal.SIGHUP)
+            line = ""
+            while "pool reloaded" not in line:
+                line = lb.stderr.readline()
+                assert line, "no reload message"
+            assert "3 members" in line
+            second = sipp.run_uac((IP, lport), "uac_redirect.xml", calls=calls, rate=50,
+                                  workdir=logdir / "uac2", role="uac2")
+            callee.wait(timeout_s=15)
+            stop(lb)
+        finally:
+            if lb.poll() is None:
+                lb.kill()
+                lb.wait()
+        counters = [stop(proc) for _, proc in pool]
+    first.assert_clean(calls)
+    second.assert_clean(calls)
+    # the third member was not in the pool, then it was: probed for each call
+    assert counters[2]["probes_answered"] == calls
+    assert counters[0]["probes_answered"] == counters[1]["probes_answered"] == 2 * calls

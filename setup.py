@@ -57,7 +57,7 @@ setup(
     description="SIP router for VoIP carriers with a compiled Cython hot path",
     python_requires=">=3.11",
     packages=find_packages(include=["sipfast", "sipfast.*"]),
-    package_data={"sipfast": ["py.typed", "_core.pyi"]},
+    package_data={"sipfast": ["py.typed", "_core.pyi"], "sipfast.ops": ["scenarios/*.xml"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": BuildExt},
     entry_points={"console_scripts": ["sipfast = sipfast.cli:main"]},

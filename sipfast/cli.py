@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--seconds", type=float, default=1.0, help="length of the speed check")
     pd.add_argument("--calls", type=int, default=2000,
                     help="calls through the demo topology (0: skip it)")
-    pd.add_argument("--rate", type=int, default=400, help="calls per second")
+    pd.add_argument("--rate", type=int, default=200, help="calls per second")
     pd.set_defaults(func=cmd_demo)
     return p
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,7 +101,9 @@ def test_demo_runs_the_core_and_the_topology() -> None:
     assert res.returncode == 0, res.stderr
     out = res.stdout.decode()
     assert "calls: 300 of 300 completed, 0 failed, 0 unexpected messages" in out
-    assert '"forwarded_requests": 900, "forwarded_responses": 900' in out
+    assert "probes sent: 900 (3.0 per call)" in out     # every member probed per call
+    wins = re.search(r"wins per pool member: \[(\d+), (\d+), (\d+)\]", out)
+    assert wins and sum(map(int, wins.groups())) == 300
     assert "SIP/2.0 100 Trying" in out
     assert "Max-Forwards: 69" in out
     assert "Record-Route: <sip:192.0.2.10:5060;lr>" in out

@@ -3,10 +3,10 @@
 First the compiled message core walks an INVITE the way a proxy does
 (parse, 100 Trying, forward with Via/Max-Forwards/Record-Route, 400 with
 its reason for a malformed request) and is timed; then the demo topology
-runs: a SIPp caller places calls through a stateless `sipfast proxy` to a
-SIPp callee, and the calls, failures and the proxy's CPU per call are
-reported.  (The balancer and delegating peers join the topology as they
-land.)
+runs: SIPp callers place calls through the first-responder balancer
+(`sipfast lb`) over a pool of three `sipfast proxy`, each call probed to
+every member and completed through the first to answer; the calls,
+failures, wins per member and the balancer's CPU per call are reported.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _section(out: TextIO, title: str) -> None:
 
 
 def run(out: TextIO = sys.stdout, seconds: float = 1.0, calls: int = 2000,
-        rate: int = 400) -> int:
+        rate: int = 200) -> int:
     """Run the demo, writing to ``out``; returns the process exit code
     (1 if any call failed)."""
     out.write(f"sipfast {sipfast.__version__}, compiled core: {sipfast._core.__file__}\n")
@@ -88,14 +88,17 @@ def run(out: TextIO = sys.stdout, seconds: float = 1.0, calls: int = 2000,
     out.write(f"parse + read fields: {speed:,.0f} messages/s on one core\n")
     if calls <= 0:
         return 0
-    _section(out, "demo topology: SIPp caller -> sipfast proxy -> SIPp callee")
-    from sipfast.ops.topology import run_calls
+    _section(out, "demo topology: SIPp caller -> sipfast lb -> pool of 3 sipfast proxy "
+                  "-> SIPp callee")
+    from sipfast.ops.topology import run_balancer
 
-    res = run_calls(calls=calls, rate=rate, out=out)
+    res = run_balancer(calls=calls, rate=rate, out=out)
     out.write(
         f"calls: {res.successful} of {res.calls} completed, {res.failed} failed, "
         f"{res.unexpected} unexpected messages, in {res.seconds:.1f} s\n"
-        f"proxy CPU: {res.proxy_cpu_ms_per_call:.3f} ms per call\n"
-        f"{res.proxy_stats}\n"
+        f"probes sent: {res.probes} ({res.probes / max(1, res.calls):.1f} per call), "
+        f"losers cancelled: {res.cancels}\n"
+        f"wins per pool member: {res.wins}\n"
+        f"balancer CPU: {res.lb_cpu_ms_per_call:.3f} ms per call\n"
     )
     return 0 if res.successful == res.calls and res.failed == 0 else 1

@@ -1,7 +1,11 @@
-"""The loopback demo topology: SIPp caller -> sipfast proxy -> SIPp callee.
+"""The loopback demo topologies of ``sipfast demo``.
 
-Started by ``sipfast demo``; every process is ours, started here and ended
-by PID; every run is bounded in calls and time.
+* the balancer: SIPp callers -> ``sipfast lb`` (first responder, redirect)
+  over a pool of three stateful ``sipfast proxy`` -> SIPp callee; each call
+  is probed to every member, the caller is sent to the winner and completes
+  its call through it;
+Every process is ours, started here and ended by PID; every run is bounded
+in calls and time.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+SCENARIOS = Path(__file__).with_name("scenarios")
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -61,67 +66,100 @@ def end(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 
 
 
 @dataclass
-class Result:
-    """What one demo run measured."""
+class LbResult:
+    """What one balancer demo run measured."""
 
     calls: int
     successful: int
     failed: int
     unexpected: int
     seconds: float
-    proxy_cpu_ms_per_call: float
-    proxy_stats: str
+    lb_cpu_ms_per_call: float
+    wins: list[int]
+    probes: int
+    cancels: int
 
 
-def run_calls(calls: int = 2000, rate: int = 400, workers: int = 1,
-              out: TextIO = sys.stdout) -> Result:
-    """Place ``calls`` calls at ``rate`` calls/s through a stateless sipfast
-    proxy between a SIPp caller and callee on 127.0.0.1."""
+def _start(cmd: list[str], cwd: str) -> subprocess.Popen[str]:
+    """Start a sipfast process and wait for its "ready" line."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    if "ready" not in line:
+        end(proc)
+        raise RuntimeError(f"{' '.join(cmd[:4])} did not start: {line.strip()}")
+    return proc
+
+
+def _counters(proc: subprocess.Popen[str]) -> dict[str, int]:
+    """SIGTERM a sipfast process; the counters it printed when it stopped."""
+    import json
+    import re
+
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=15)
+    totals: dict[str, int] = {}
+    for found in re.findall(r"stopped: (\{[^{}]*\})", err):
+        for k, v in json.loads(found).items():
+            totals[k] = totals.get(k, 0) + v
+    return totals
+
+
+def run_balancer(calls: int = 2000, rate: int = 200, members: int = 3,
+                 out: TextIO = sys.stdout) -> LbResult:
+    """Place ``calls`` calls through ``sipfast lb`` over ``members`` sipfast
+    proxies: SIPp follows each 302 to the winner ([next_url] / setdest)."""
     sipp = shutil.which("sipp")
     if sipp is None:
         raise RuntimeError("sipp not found: install Debian's sip-tester (./dev.sh does)")
-    sipfast_cmd = [sys.executable, "-m", "sipfast"]
-    uas_port, proxy_port, uac_port = free_udp_port(), free_udp_port(), free_udp_port()
+    sf = [sys.executable, "-m", "sipfast"]
+    ip = "127.0.0.1"
+    uas_port, lb_port, uac_port = free_udp_port(), free_udp_port(), free_udp_port()
+    procs: list[subprocess.Popen[str]] = []
     with tempfile.TemporaryDirectory(prefix="sipfast-demo-") as tmp:
         uas = subprocess.Popen(
-            [sipp, "-sn", "uas", "-i", "127.0.0.1", "-p", str(uas_port), "-mp", "0",
-             "-nostdin", "-timeout", str(calls // rate + 60)],
+            [sipp, "-sf", str(SCENARIOS / "uas.xml"), "-i", ip, "-p", str(uas_port),
+             "-mp", "0", "-nostdin", "-timeout", str(calls // rate + 60)],
             cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        prx = subprocess.Popen(
-            [*sipfast_cmd, "proxy", "--listen", f"udp:127.0.0.1:{proxy_port}", "--stateless",
-             "--route", f"sip:127.0.0.1:{uas_port}", "--workers", str(workers),
-             "--log-level", "warning"],
-            cwd=tmp, stderr=subprocess.PIPE, text=True)
         try:
-            assert prx.stderr is not None
-            line = prx.stderr.readline()
-            if "ready" not in line:
-                raise RuntimeError(f"proxy did not start: {line.strip()}")
-            out.write(f"callee: sipp uas on 127.0.0.1:{uas_port} (pid {uas.pid})\n"
-                      f"proxy:  sipfast proxy --stateless on 127.0.0.1:{proxy_port} "
-                      f"(pid {prx.pid}, {workers} worker(s))\n"
-                      f"caller: sipp uac, {calls} calls at {rate} calls/s ...\n")
+            ports = []
+            for _ in range(members):
+                port = free_udp_port()
+                procs.append(_start([*sf, "proxy", "--listen", f"udp:{ip}:{port}", "--route",
+                                     f"sip:{ip}:{uas_port}", "--record-route", "--workers", "1",
+                                     "--log-level", "warning"], tmp))
+                ports.append(port)
+            lb = _start([*sf, "lb", "--listen", f"udp:{ip}:{lb_port}", "--workers", "1",
+                         "--log-level", "warning",
+                         *[a for p in ports for a in ("--pool", f"sip:{ip}:{p}")]], tmp)
+            procs.append(lb)
+            out.write(f"callee:   sipp on {ip}:{uas_port}\n"
+                      f"pool:     {members} x sipfast proxy (stateful, record-route) on "
+                      f"{', '.join(str(p) for p in ports)}\n"
+                      f"balancer: sipfast lb (first responder, redirect) on {ip}:{lb_port}\n"
+                      f"caller:   sipp, {calls} calls at {rate} calls/s, following each 302 "
+                      "to the winner ...\n")
             out.flush()
-            cpu0 = tree_cpu_seconds(prx.pid)
+            cpu0 = tree_cpu_seconds(lb.pid)
             t0 = time.monotonic()
-            uac = subprocess.run(
-                [sipp, "-sn", "uac", f"127.0.0.1:{proxy_port}", "-i", "127.0.0.1",
-                 "-p", str(uac_port), "-m", str(calls), "-r", str(rate), "-l", str(rate),
-                 "-timeout", str(calls // rate + 30), "-nostdin",
+            subprocess.run(
+                [sipp, "-sf", str(SCENARIOS / "uac_redirect.xml"), f"{ip}:{lb_port}",
+                 "-i", ip, "-p", str(uac_port), "-m", str(calls), "-r", str(rate),
+                 "-l", str(rate), "-timeout", str(calls // rate + 30), "-nostdin",
                  "-trace_stat", "-stf", "stat.csv"],
                 cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 timeout=calls // rate + 60, check=False)
             seconds = time.monotonic() - t0
-            cpu1 = tree_cpu_seconds(prx.pid)
+            cpu1 = tree_cpu_seconds(lb.pid)
             rows = list(csv.reader(Path(tmp, "stat.csv").open(), delimiter=";"))
             head, last = rows[0], rows[-1]
             get = lambda k: int(last[head.index(k)])  # noqa: E731
-            prx.send_signal(signal.SIGTERM)
-            _, err = prx.communicate(timeout=10)
-            stats = " ".join(line for line in err.splitlines() if "stopped" in line)
+            lbc = _counters(lb)
         finally:
-            end(prx)
+            for proc in procs:
+                end(proc)
             end(uas)
-    del uac
-    return Result(calls, get("SuccessfulCall(C)"), get("FailedCall(C)"),
-                  get("OutOfCallMsgs(C)"), seconds, (cpu1 - cpu0) * 1000 / calls, stats)
+    return LbResult(calls, get("SuccessfulCall(C)"), get("FailedCall(C)"),
+                    get("OutOfCallMsgs(C)"), seconds, (cpu1 - cpu0) * 1000 / calls,
+                    [lbc.get(f"member{i}_wins", 0) for i in range(members)],
+                    lbc.get("probes_sent", 0), lbc.get("cancels_sent", 0))

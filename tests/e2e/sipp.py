@@ -34,7 +34,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import sipfast.ops as sipfast_ops
+
 SCENARIOS = Path(__file__).parent / "scenarios"
+PACKAGE_SCENARIOS = Path(sipfast_ops.__file__).with_name("scenarios")
 
 # Status codes uas_error.xml can answer with (-set code N).
 ERROR_CODES = (403, 404, 408, 480, 486, 488, 500, 503, 600, 603)
@@ -601,9 +604,13 @@ def _workdir(workdir: str | os.PathLike | None, role: str) -> Path:
 
 
 def _scenario(scenario: str | os.PathLike) -> str:
+    """A scenario file: as given, else in tests/e2e/scenarios, else among
+    the ones the installed package ships for `sipfast demo`."""
     path = Path(scenario)
     if not path.is_absolute() and not path.exists():
         path = SCENARIOS / path
+        if not path.exists():
+            path = PACKAGE_SCENARIOS / Path(scenario)
     if not path.exists():
         raise SippError(f"no scenario {scenario}")
     return str(path)

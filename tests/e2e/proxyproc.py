@@ -1,4 +1,4 @@
-"""Run `sipfast proxy` as a user would, for the end-to-end tests."""
+"""Run `sipfast proxy` and `sipfast lb` as a user would, for the end-to-end tests."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 SIPFAST = Path(sys.executable).with_name("sipfast")
+IP = "127.0.0.1"
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -68,3 +69,35 @@ def stop(proc: subprocess.Popen[str]) -> dict[str, int]:
         for k, v in json.loads(found).items():
             totals[k] = totals.get(k, 0) + v
     return totals
+
+
+@contextmanager
+def balancer(pool: list[int], *args: str, cwd: Path):
+    """A running `sipfast lb` over the pool ports; stopped by its PID."""
+    port = free_udp_port(IP)
+    cmd = [str(SIPFAST), "lb", "--listen", f"udp:{IP}:{port}", "--workers", "1",
+           *[a for p in pool for a in ("--pool", f"sip:{IP}:{p}")], *args]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=cwd)
+    try:
+        assert proc.stderr is not None
+        line, end = "", time.monotonic() + 20
+        while "ready" not in line and time.monotonic() < end:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "sipfast lb exited early"
+        yield port, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def members(stack: ExitStack, n: int, callee_port: int, cwd: Path) -> list[tuple[int, object]]:
+    """n stateful, record-routing `sipfast proxy` pool members (in ``stack``), each
+    routing what it relays to the callee on callee_port."""
+    return [stack.enter_context(proxy("--route", f"sip:{IP}:{callee_port}", "--record-route",
+                                      "--workers", "1", stateless=False, cwd=cwd))
+            for _ in range(n)]

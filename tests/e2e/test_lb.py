@@ -9,50 +9,18 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import subprocess
 import threading
 import time
-from contextlib import ExitStack, contextmanager
-from pathlib import Path
+from contextlib import ExitStack
 
 import sipfast
 from sipfast import parse
 
 from . import sipp
-from .proxyproc import SIPFAST, free_udp_port, proxy, stop
+from .proxyproc import balancer, members, stop
 
 IP = "127.0.0.1"
 CONTACT = re.compile(r"<sip:(?:[^@>]*@)?([0-9.]+):(\d+)")
-
-
-@contextmanager
-def balancer(pool: list[int], *args: str, cwd: Path):
-    """A running `sipfast lb` over the pool ports; stopped by its PID."""
-    port = free_udp_port(IP)
-    cmd = [str(SIPFAST), "lb", "--listen", f"udp:{IP}:{port}", "--workers", "1",
-           *[a for p in pool for a in ("--pool", f"sip:{IP}:{p}")], *args]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=cwd)
-    try:
-        assert proc.stderr is not None
-        line, end = "", time.monotonic() + 20
-        while "ready" not in line and time.monotonic() < end:
-            line = proc.stderr.readline()
-            assert line or proc.poll() is None, "sipfast lb exited early"
-        yield port, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def members(stack: ExitStack, n: int, callee_port: int, cwd: Path) -> list[tuple[int, object]]:
-    return [stack.enter_context(proxy("--route", f"sip:{IP}:{callee_port}", "--record-route",
-                                      "--workers", "1", stateless=False, cwd=cwd))
-            for _ in range(n)]
 
 
 def test_redirect_mode_every_member_probed_winner_named_call_completes(logdir):

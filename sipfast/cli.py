@@ -162,8 +162,13 @@ def cmd_lb(args: argparse.Namespace) -> int:
     return proxy.run(opts)
 
 
+def _workers_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes sharing the port with SO_REUSEPORT (default: one per core)")
+
+
 def _timer_options(p: argparse.ArgumentParser) -> None:
-    """The transaction table and RFC 3261 timer options (proxy and lb)."""
+    """The transaction table, RFC 3261 timer and log options (proxy and lb)."""
     p.add_argument("--max-transactions", type=int, default=65536, metavar="N",
                    help="transaction table size per worker; beyond it new requests get "
                         "503 (default 65536)")
@@ -180,6 +185,7 @@ def _timer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drain-timeout", type=float, default=5.0, metavar="S",
                    help="on SIGTERM, how long at most to let transactions in flight get "
                         "their final answer, new calls getting 503 meanwhile (default 5)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
 def _load_options(args: argparse.Namespace, listens: list) -> tuple[object | None, list[str]]:
@@ -265,8 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="forward statelessly (RFC 3261 §16.11); default: transaction stateful")
     px.add_argument("--record-route", action="store_true",
                     help="add Record-Route to dialog-creating requests")
-    px.add_argument("--workers", type=int, default=None, metavar="N",
-                    help="processes sharing the port with SO_REUSEPORT (default: one per core)")
+    _workers_option(px)
     _timer_options(px)
     px.add_argument("--no-registrar", action="store_true",
                     help="do not answer REGISTER (405) nor look up registered users")
@@ -274,8 +279,6 @@ def build_parser() -> argparse.ArgumentParser:
                     help="TCP connections per worker (default 4096)")
     px.add_argument("--tcp-idle-timeout", type=int, default=600, metavar="S",
                     help="close TCP connections idle this long (default 600)")
-    px.add_argument("--log-level", default="info",
-                    choices=["debug", "info", "warning", "error"])
     dg = px.add_argument_group("delegating peers (README \"Delegating peers\")")
     dg.add_argument("--peers", action="append", metavar="sip:IP:PORT,...",
                     help="peer proxies to share load with and delegate calls to "
@@ -313,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("lb", help="run the first-responder balancer over a pool of proxies")
     pl.add_argument("--listen", action="append", required=True, metavar="udp:HOST:PORT",
                     help="address to serve (repeatable; IPv6 as udp:[::1]:5060)")
+    _workers_option(pl)
     pl.add_argument("--pool", action="append", metavar="sip:HOST:PORT",
                     help="a pool member (repeatable; ;transport=tcp allowed)")
     pl.add_argument("--pool-file", metavar="FILE",
@@ -328,11 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--keepalive", type=float, default=5.0, metavar="S",
                     help="OPTIONS keep-alive period of the pool members; 0 turns it off "
                          "(default 5)")
-    pl.add_argument("--workers", type=int, default=None, metavar="N",
-                    help="processes sharing the port with SO_REUSEPORT (default: one per core)")
     _timer_options(pl)
-    pl.add_argument("--log-level", default="info",
-                    choices=["debug", "info", "warning", "error"])
     pl.set_defaults(func=cmd_lb)
 
     pc = sub.add_parser("control", help="show or change a delegating proxy's load sharing")

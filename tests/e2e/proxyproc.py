@@ -25,29 +25,20 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
 
 
 @contextmanager
-def proxy(*args: str, port: int | None = None, host: str = "127.0.0.1",
-          cwd: str | Path = "/", stateless: bool = True,
-          ) -> Iterator[tuple[int, subprocess.Popen[str]]]:
-    """A running `sipfast proxy` (with ``--stateless`` unless told
-    otherwise) on host (a free port unless given), started from cwd (never
-    the source tree, so the installed build runs); stopped by its PID
-    afterwards."""
-    port = port or free_udp_port(host)
-    listen = f"udp:[{host}]:{port}" if ":" in host else f"udp:{host}:{port}"
-    proc = subprocess.Popen(
-        [str(SIPFAST), "proxy", "--listen", listen,
-         *(("--stateless",) if stateless else ()), *args],
-        stderr=subprocess.PIPE, text=True, cwd=cwd,
-    )
+def running(cmd: list[str], cwd: str | Path) -> Iterator[subprocess.Popen[str]]:
+    """A sipfast process that has printed its "ready" line, started from
+    cwd (never the source tree, so the installed build runs); stopped by
+    its PID afterwards."""
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=cwd)
     try:
         assert proc.stderr is not None
         line = ""
         deadline = time.monotonic() + 20
         while "ready" not in line and time.monotonic() < deadline:
             line = proc.stderr.readline()
-            assert line or proc.poll() is None, "proxy exited early"
+            assert line or proc.poll() is None, f"{cmd[1]} exited early"
         assert "ready" in line
-        yield port, proc
+        yield proc
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -56,6 +47,19 @@ def proxy(*args: str, port: int | None = None, host: str = "127.0.0.1",
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def proxy(*args: str, port: int | None = None, host: str = "127.0.0.1",
+          cwd: str | Path = "/", stateless: bool = True,
+          ) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    """A running `sipfast proxy` (with ``--stateless`` unless told
+    otherwise) on host (a free port unless given)."""
+    port = port or free_udp_port(host)
+    listen = f"udp:[{host}]:{port}" if ":" in host else f"udp:{host}:{port}"
+    with running([str(SIPFAST), "proxy", "--listen", listen,
+                  *(("--stateless",) if stateless else ()), *args], cwd) as proc:
+        yield port, proc
 
 
 def stop(proc: subprocess.Popen[str]) -> dict[str, int]:
@@ -72,27 +76,13 @@ def stop(proc: subprocess.Popen[str]) -> dict[str, int]:
 
 
 @contextmanager
-def balancer(pool: list[int], *args: str, cwd: Path):
+def balancer(pool: list[int], *args: str, cwd: Path
+             ) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     """A running `sipfast lb` over the pool ports; stopped by its PID."""
     port = free_udp_port(IP)
-    cmd = [str(SIPFAST), "lb", "--listen", f"udp:{IP}:{port}", "--workers", "1",
-           *[a for p in pool for a in ("--pool", f"sip:{IP}:{p}")], *args]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=cwd)
-    try:
-        assert proc.stderr is not None
-        line, end = "", time.monotonic() + 20
-        while "ready" not in line and time.monotonic() < end:
-            line = proc.stderr.readline()
-            assert line or proc.poll() is None, "sipfast lb exited early"
+    with running([str(SIPFAST), "lb", "--listen", f"udp:{IP}:{port}", "--workers", "1",
+                  *[a for p in pool for a in ("--pool", f"sip:{IP}:{p}")], *args], cwd) as proc:
         yield port, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def members(stack: ExitStack, n: int, callee_port: int, cwd: Path) -> list[tuple[int, object]]:

@@ -17,7 +17,7 @@ import sipfast
 from sipfast import parse
 
 from . import sipp
-from .proxyproc import balancer, members, stop
+from .proxyproc import SIPFAST, balancer, free_udp_port, members, running, stop
 
 IP = "127.0.0.1"
 CONTACT = re.compile(r"<sip:(?:[^@>]*@)?([0-9.]+):(\d+)")
@@ -240,18 +240,14 @@ def test_the_pool_file_is_read_again_on_sighup(logdir):
         pool_file = logdir / "pool.txt"
         pool_file.write_text("# the first two\n" + "".join(f"sip:{IP}:{p}\n" for p in ports[:2]))
         lport = free_udp_port(IP)
-        lb = subprocess.Popen([str(SIPFAST), "lb", "--listen", f"udp:{IP}:{lport}", "--workers",
-                               "1", "--pool-file", str(pool_file)],
-                              stderr=subprocess.PIPE, text=True, cwd=logdir)
-        try:
-            assert lb.stderr is not None
-            while "ready" not in lb.stderr.readline():
-                assert lb.poll() is None
+        with running([str(SIPFAST), "lb", "--listen", f"udp:{IP}:{lport}", "--workers", "1",
+                      "--pool-file", str(pool_file)], logdir) as lb:
             first = sipp.run_uac((IP, lport), "uac_redirect.xml", calls=calls, rate=50,
                                  workdir=logdir / "uac1", role="uac1")
             pool_file.write_text("".join(f"sip:{IP}:{p}\n" for p in ports))
             lb.send_signal(signal.SIGHUP)
             line = ""
+            assert lb.stderr is not None
             while "pool reloaded" not in line:
                 line = lb.stderr.readline()
                 assert line, "no reload message"
@@ -260,10 +256,6 @@ def test_the_pool_file_is_read_again_on_sighup(logdir):
                                   workdir=logdir / "uac2", role="uac2")
             callee.wait(timeout_s=15)
             stop(lb)
-        finally:
-            if lb.poll() is None:
-                lb.kill()
-                lb.wait()
         counters = [stop(proc) for _, proc in pool]
     first.assert_clean(calls)
     second.assert_clean(calls)

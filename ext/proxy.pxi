@@ -542,7 +542,7 @@ cdef class UdpProxy:
     cdef int nlb
     cdef bint any_direct
     cdef bint in_tcp, out_tcp, want_rr
-    cdef int tcp_lfd, tcp_port, max_conns, nconns
+    cdef int tcp_lfd, tcp_port, max_conns, nconns, conn_hw
     cdef conn_t* conns
     cdef int32_t* conn_of_fd
     cdef int64_t idle_ms, last_sweep
@@ -983,8 +983,11 @@ cdef class UdpProxy:
         cdef conn_t* k
         if fd >= FD_MAP or self.nconns >= self.max_conns:
             return -1
-        for i in range(self.max_conns):
+        # slots above the high-water mark are free: scans stop there
+        for i in range(self.conn_hw + 1 if self.conn_hw < self.max_conns else self.max_conns):
             if self.conns[i].state == CONN_FREE:
+                if i == self.conn_hw:
+                    self.conn_hw += 1
                 k = &self.conns[i]
                 k.fd = fd
                 k.state = state
@@ -1078,7 +1081,7 @@ cdef class UdpProxy:
         if self.conns == NULL:
             self.send_errors += 1
             return
-        for i in range(self.max_conns):
+        for i in range(self.conn_hw):
             if self.conns[i].state != CONN_FREE and not self.conns[i].dead \
                     and same_addr(&self.conns[i].peer, dst):
                 self._conn_write(i, p, n)
@@ -1181,7 +1184,7 @@ cdef class UdpProxy:
         if self.conns == NULL or self.nconns == 0:
             return
         limit = now_ms() - self.idle_ms
-        for i in range(self.max_conns):
+        for i in range(self.conn_hw):
             if self.conns[i].state != CONN_FREE and self.conns[i].last < limit \
                     and self.conns[i].tx.len == 0:
                 self._conn_close(i)

@@ -54,7 +54,7 @@ class Pool:
         return control.request(self.controls[i], {"command": "show"})
 
     def wait_up(self, timeout_s=5.0):
-        """Until every proxy sees every other one up."""
+        """Until every proxy sees every other one up (push, continuous)."""
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
             if all(all(r["state"] == "up" for r in self.show(i)["peers"])
@@ -62,6 +62,15 @@ class Pool:
                 return
             time.sleep(0.1)
         raise AssertionError(f"peers not up: {[self.show(i)['peers'] for i in range(2)]}")
+
+    def assert_cold(self):
+        """poll: nothing is sent until a decision needs figures, so before the
+        first call no proxy has heard from any peer (none can be "up"), and
+        the calls must work from this cold start."""
+        for i in range(len(self.ports)):
+            shown = self.show(i)
+            assert all(r["age"] is None and r["state"] != "up" for r in shown["peers"]), shown
+            assert shown["counters"]["queries_sent"] == shown["counters"]["pushes_sent"] == 0
 
     def wait_idle(self, timeout_s=40.0):
         """Until every live proxy's calls and pending counters are zero."""
@@ -89,7 +98,10 @@ def run(logdir, *, mode="push", calls=60, rate=30, hold_ms=1500, n=4, capacities
                                               workdir=logdir / "uas"))
         pool = Pool(stack, logdir, callee_port, n, mode=mode, capacities=capacities,
                     threshold=threshold, reply_path=reply_path, extra=extra)
-        pool.wait_up()
+        if mode == "poll":
+            pool.assert_cold()
+        else:
+            pool.wait_up()
         with wire.capture([*pool.ports, callee_port, caller_port],
                           workdir=logdir / "wire") as cap:
             uac_proc = stack.enter_context(sipp.start_uac(
@@ -117,6 +129,12 @@ def test_small_primary_hands_calls_to_the_delegates(logdir, mode):
     assert done[0] <= 2 * 3, done                     # the primary keeps very few
     assert all(x > 0 for x in done[1:]), done         # the load spreads over the delegates
     assert shows[0]["counters"]["delegated"] == calls - done[0]
+    if mode == "poll":
+        # from a cold start: the decisions over the threshold waited for a
+        # round of queries, and every one was resumed
+        c = shows[0]["counters"]
+        assert c["deferred"] > 0 and c["queries_sent"] > 0, c
+        assert c["resumed"] == c["deferred"] and c["resume_errors"] == 0, c
     # each delegated INVITE names the primary in its visited list
     for port in pool.ports[1:]:
         for m in cap.sip_between(pool.ports[0], port, "INVITE"):

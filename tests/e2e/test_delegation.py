@@ -270,10 +270,16 @@ def test_killed_peer_gets_no_more_delegations_in_bounded_time(logdir):
 
 def test_counters_return_to_zero_after_cancels_timeouts_and_failures(logdir):
     """Cancelled, failed and timed-out calls, some delegated: afterwards every
-    proxy's active_calls and pending are zero (Kamailio/OpenSIPS bug class)."""
-    for uac, uas, extra in (("uac_cancel.xml", "uas_ring_noanswer.xml", ()),
-                            ("uac_error.xml", "uas_error.xml", ()),
-                            ("uac_error.xml", "uas_silent.xml", ("--t1", "100"))):
+    proxy's active_calls and pending are zero (Kamailio/OpenSIPS bug class).
+
+    The timed-out calls: the callee never answers, so the completing proxy's
+    Timer B (64*T1) answers 408, which reaches the caller through the chain.
+    That must happen before SIPp's own -recv_timeout (5 s) gives up on the
+    call (SIPp then CANCELs, and the call is a failure of the test rig, not
+    a timeout of the proxy): T1 = 50 ms makes Timer B 3.2 s."""
+    for uac, uas, extra, status in (("uac_cancel.xml", "uas_ring_noanswer.xml", (), 487),
+                                    ("uac_error.xml", "uas_error.xml", (), 403),
+                                    ("uac_error.xml", "uas_silent.xml", ("--t1", "50"), 408)):
         sub = logdir / uas.removesuffix(".xml")
         sub.mkdir()
         calls = 20
@@ -281,6 +287,8 @@ def test_counters_return_to_zero_after_cancels_timeouts_and_failures(logdir):
             sub, calls=calls, rate=20, hold_ms=0, n=3, capacities=[1, 100, 100],
             uac=uac, uas=uas, extra=extra)
         assert caller.successful == calls, caller.summary()
+        answered = {m.call_id for m in caller.received(status=status, method="INVITE")}
+        assert len(answered) == calls, (uas, status, len(answered))
         assert shows[0]["counters"]["delegated"] > 0
         assert all(x["calls"] == 0 and x["pending"] == 0 for x in idle)
         for c in counters:

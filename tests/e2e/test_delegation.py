@@ -296,12 +296,26 @@ def test_counters_return_to_zero_after_cancels_timeouts_and_failures(logdir):
 
 
 def test_every_proxy_at_capacity_answers_503(logdir):
+    """Three one-call proxies, ten calls at once held 3 s: the first calls
+    complete (one per proxy), the rest are answered 503 with Retry-After.
+    The caller takes either answer (uac_or_503.xml): a call that completes
+    is ACKed and ended with BYE like any other, so the counters return to
+    zero (a caller that refused the 200 would leave confirmed dialogs behind,
+    counted as calls until they expire)."""
     calls = 10
-    _, _, caller, _, shows, counters, _, _, _ = run(
+    _, cap, caller, callee, shows, counters, _, _, caller_port = run(
         logdir, calls=calls, rate=50, hold_ms=3000, n=3, capacities=[1, 1, 1],
-        uac="uac_error.xml", threshold=0.5)
+        uac="uac_or_503.xml", threshold=0.5)
+    caller.assert_clean(calls)
+    refused = {m.call_id for m in caller.received(status=503, method="INVITE")}
+    completed = {m.call_id for m in caller.received(status=200, method="INVITE")}
+    assert not refused & completed and len(refused | completed) == calls
     # with three one-call proxies and ten concurrent calls at most three complete
-    assert len(caller.received(status=503)) >= calls - 3
-    assert sum(s["counters"]["rejected"] for s in shows if s) >= calls - 3
+    assert len(completed) <= 3 and len(refused) >= calls - 3, (completed, refused)
+    assert callee.successful == len(completed)
+    assert sum(s["counters"]["rejected"] for s in shows if s) == len(refused)
+    to_caller = [d.sip() for d in cap.datagrams if d.dst[1] == caller_port
+                 and d.payload.startswith(b"SIP/2.0 503 ")]
+    assert to_caller and all(m.header("Retry-After") for m in to_caller)
     for c in counters:
         assert c["active_calls"] == 0 and c["pending"] == 0

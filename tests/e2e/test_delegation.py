@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import time
 
 import pytest
@@ -24,6 +25,15 @@ from sipfast.load import control
 
 from . import sipp, wire
 from .proxyproc import free_udp_port, proxy, stop
+from .test_real_ua import (
+    HOLD_S,
+    MIN_PACKETS,
+    Baresip,
+    require_baresip,
+    rtp_stats,
+    sdp_media,
+    write_sine,
+)
 
 IP = "127.0.0.1"
 MODES = ("push", "poll", "continuous")
@@ -319,3 +329,85 @@ def test_every_proxy_at_capacity_answers_503(logdir):
     assert to_caller and all(m.header("Retry-After") for m in to_caller)
     for c in counters:
         assert c["active_calls"] == 0 and c["pending"] == 0
+
+
+def test_baresip_call_completes_on_a_delegate_with_audio(tmp_path):
+    """A real user agent through a primary that delegates: baresip (outbound
+    proxy: the primary, whose capacity is one call, so the call is over its
+    threshold) calls an auto-answering baresip; the primary hands the INVITE
+    to the idle delegate, which completes the call.  Judged on the wire and
+    by baresip: the INVITE went caller -> primary -> delegate -> callee; the
+    200 names the delegate alone in Record-Route, so baresip sends ACK and
+    BYE to the delegate directly (never to the primary); RTP flowed both
+    ways between the ports and SSRCs of the two SDPs; both baresips count
+    RTP sent and received; the BYE was answered 200 and every counter of
+    both proxies is back to zero."""
+    require_baresip()
+    wav = tmp_path / "sine-8k.wav"
+    write_sine(wav)
+    agents: list[Baresip] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            callee = Baresip("callee", tmp_path, f"<sip:bob@{IP}>;regint=0;answermode=auto",
+                             wav)
+            agents.append(callee)
+            pool = Pool(stack, tmp_path, callee.sip_port, 2, capacities=[1, 100])
+            pool.wait_up()
+            primary, delegate = pool.ports
+            caller = Baresip("caller", tmp_path,
+                             f'<sip:alice@{IP}>;regint=0;outbound="sip:{IP}:{primary}"', wav)
+            agents.append(caller)
+            with wire.capture([*pool.ports, *caller.ports, *callee.ports],
+                              workdir=tmp_path / "wire") as cap:
+                assert caller.command("dial", f"sip:bob@{IP}:{callee.sip_port}")["ok"]
+                caller.event("CALL_ESTABLISHED")
+                caller.event("CALL_RTPESTAB")  # baresip saw the callee's RTP arrive
+                callee.event("CALL_ESTABLISHED")
+                time.sleep(HOLD_S)
+                assert caller.command("hangup")["ok"]
+                closed = caller.event("CALL_CLOSED")
+                callee.event("CALL_CLOSED")
+                idle = pool.wait_idle(timeout_s=10)
+            shows = [pool.show(i) for i in range(2)]
+            counters = [stop(p) for p in pool.procs]
+    finally:
+        outputs = {a.name: a.stop() for a in agents}
+    c, e = caller.sip_port, callee.sip_port
+    assert closed["param"] == "Connection reset by user"  # our hangup: BYE sent, 200 back
+
+    # The INVITE: caller -> primary -> delegate -> callee, once each.
+    assert len(cap.sip_between(c, primary, "INVITE")) == 1
+    handed = cap.sip_between(primary, delegate, "INVITE")
+    assert len(handed) == 1
+    assert f"sip:{IP}:{primary}" in (handed[0].header("X-Sipfast-Visited") or "")
+    assert len(cap.sip_between(delegate, e, "INVITE")) == 1
+    assert not cap.sip_between(primary, e)             # the primary never reached the callee
+    assert not cap.sip_between(c, e) and not cap.sip_between(e, c)
+    ok = [m for m in cap.sip_between(primary, c) if m.status == 200 and m.cseq_method == "INVITE"]
+    assert ok and ok[0].header_values("Record-Route") == [f"<sip:{IP}:{delegate};lr>"]
+    # ACK and BYE straight to the completing proxy, and on to the callee.
+    for method in ("ACK", "BYE"):
+        assert len(cap.sip_between(c, delegate, method)) == 1, method
+        assert not cap.sip_between(c, primary, method), method
+        assert len(cap.sip_between(delegate, e, method)) == 1, method
+    assert [(m.status, m.cseq_method) for m in cap.sip_between(delegate, c)] == [(200, "BYE")]
+
+    # RTP both ways between the ports and SSRCs the two SDPs announced.
+    caller_rtp, caller_ssrc = sdp_media(cap.sip_between(c, primary, "INVITE")[0])
+    callee_rtp, callee_ssrc = sdp_media(ok[0])
+    forward = [d for d in cap.between(caller_rtp, callee_rtp) if d.is_rtp]
+    backward = [d for d in cap.between(callee_rtp, caller_rtp) if d.is_rtp]
+    assert len(forward) >= MIN_PACKETS and len(backward) >= MIN_PACKETS
+    assert {struct.unpack("!I", d.payload[8:12])[0] for d in forward} == {caller_ssrc}
+    assert {struct.unpack("!I", d.payload[8:12])[0] for d in backward} == {callee_ssrc}
+    for name, out in outputs.items():
+        sent, received = rtp_stats(out)
+        assert sent >= MIN_PACKETS and received >= MIN_PACKETS, (name, sent, received)
+
+    assert shows[0]["counters"]["delegated"] == 1 and shows[1]["counters"]["local"] == 1
+    assert shows[1]["counters"]["delegated"] == 0
+    assert all(x["calls"] == 0 and x["pending"] == 0 for x in idle)
+    for n in counters:
+        assert n["active_calls"] == 0 and n["pending"] == 0 and n["dialogs"] == 0, n
+    assert counters[0]["delegated"] == 1 and counters[0]["dialogs"] == 0
+    assert counters[1]["calls_ended"] == 1                # the delegate saw the BYE end it

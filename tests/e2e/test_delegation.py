@@ -286,10 +286,16 @@ def test_counters_return_to_zero_after_cancels_timeouts_and_failures(logdir):
     Timer B (64*T1) answers 408, which reaches the caller through the chain.
     That must happen before SIPp's own -recv_timeout (5 s) gives up on the
     call (SIPp then CANCELs, and the call is a failure of the test rig, not
-    a timeout of the proxy): T1 = 50 ms makes Timer B 3.2 s."""
+    a timeout of the proxy): T1 = 50 ms makes Timer B 3.2 s.
+
+    The calls never ACKed: the caller vanishes after the 200.  The proxy
+    that record-routed holds a confirmed dialog that no ACK or BYE will end;
+    it counts as a call only until 64*T1 (when the callee gives up on its
+    2xx, RFC 3261 §13.3.1.4), here 3.2 s, not until max_call_duration."""
     for uac, uas, extra, status in (("uac_cancel.xml", "uas_ring_noanswer.xml", (), 487),
                                     ("uac_error.xml", "uas_error.xml", (), 403),
-                                    ("uac_error.xml", "uas_silent.xml", ("--t1", "50"), 408)):
+                                    ("uac_error.xml", "uas_silent.xml", ("--t1", "50"), 408),
+                                    ("uac_no_ack.xml", "uas.xml", ("--t1", "50"), 200)):
         sub = logdir / uas.removesuffix(".xml")
         sub.mkdir()
         calls = 20

@@ -423,6 +423,19 @@ cdef int dlg_del(dlg_table_t* d, uint64_t key) noexcept nogil:
         i = (i + 1) & d.mask
     return 0
 
+cdef int dlg_touch(dlg_table_t* d, uint64_t key, int64_t expires) noexcept nogil:
+    """Set the expiry of a dialog that is there (never adds one); 1 when it was."""
+    cdef uint32_t i
+    if key == 0:
+        key = 1
+    i = <uint32_t>(key & d.mask)
+    while d.e[i].key != 0:
+        if d.e[i].key == key:
+            d.e[i].expires = expires
+            return 1
+        i = (i + 1) & d.mask
+    return 0
+
 cdef int64_t dlg_sweep(dlg_table_t* d, int64_t now, uint32_t budget) noexcept nogil:
     """Drop expired dialogs among the next `budget` slots; how many."""
     cdef int64_t dropped = 0
@@ -1664,6 +1677,8 @@ cdef class UdpProxy:
                     self._reply(m, 503, NULL, src, fd, 0)
             elif a.kind == TXA_UNMATCHED:
                 if m is not None and m.is_req and src != NULL:
+                    if span_ieq(m.b, m.sl_method, "ack", 3):
+                        self._acked(m)      # the ACK for a 2xx
                     self._forward_stateless(m, src, fd)
                 elif m is not None and not m.is_req and 200 <= m.status_code < 300 \
                         and span_ieq(m.b, m.cseq_meth, "invite", 6):
@@ -1872,7 +1887,18 @@ cdef class UdpProxy:
             if c.invite:
                 self.pending_invites -= 1
         if 200 <= status < 300 and c.invite and c.rr:
-            dlg_put(&self.dl, c.dkey, now_ms() + self.max_call_ms)
+            # a call until its ACK is due: the UAS gives up on a 2xx not
+            # ACKed in 64*T1 (§13.3.1.4); the ACK makes it one for the
+            # longest call allowed
+            dlg_put(&self.dl, c.dkey, now_ms() + 64 * <int64_t>self.t.t1)
+
+    cdef void _acked(self, Message m) noexcept:
+        """An ACK for a 2xx: its dialog, if we count it, is a confirmed call."""
+        cdef hdr_t* h
+        if m.first[H_CALL_ID] >= 0:
+            h = &m.hdrs[m.first[H_CALL_ID]]
+            dlg_touch(&self.dl, fnv64(m.b + h.value_off, h.value_len, 14695981039346656037ULL),
+                      now_ms() + self.max_call_ms)
 
     cdef void _on_new(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src,
                       int fd) noexcept:

@@ -691,6 +691,30 @@ def test_control_endpoint_shows_and_sets_the_threshold(tmp_path):
     assert not os.path.exists(path)           # removed on close
 
 
+def test_control_endpoint_is_bound_0600_when_start_returns(tmp_path):
+    """`sipfast proxy` prints "ready" right after attach(): the endpoint must
+    accept a connection by then, before the event loop ran anything (a
+    client that came at once got FileNotFoundError), and never be open to
+    others; closed before its server task ran, it is still removed."""
+    import os
+    import stat
+    path = str(tmp_path / "ctl.sock")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        a = Node(loop)
+        try:
+            a.start([], share="push", control=path)
+            st = os.lstat(path)
+            assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+                c.connect(path)            # accepted by the backlog, no loop turn yet
+        finally:
+            a.close()
+        assert not os.path.exists(path)
+    asyncio.run(main())
+
+
 # -- the command line ---------------------------------------------------------
 
 

@@ -199,6 +199,56 @@ def test_calls_are_counted_exactly_through_answer_and_bye(rig_factory):
     assert rig.proxy.active_calls == 0 and rig.proxy.pending() == 1   # the BYE's own
 
 
+def next_of(s: socket.socket, call_id: str, method: str) -> bytes:
+    """The next request ``method`` of ``call_id`` on s, skipping others
+    (e.g. Timer A copies of an INVITE with a short T1)."""
+    while True:
+        data = s.recv(65535)
+        m = parse(data)
+        if m.is_request and m.method == method and m.call_id == call_id:
+            return data
+
+
+def test_a_2xx_never_acked_stops_counting_after_64_t1(rig_factory):
+    """A confirmed dialog whose 2xx gets no ACK (a caller that gave up, or
+    SIPp aborting a call on the 200) is a call only until the UAS itself
+    gives up, 64*T1 (RFC 3261 §13.3.1.4), not for max_call_duration; an
+    ACKed one stays a call until its BYE."""
+    # 64*T1 = 0.64 s; a small table, so that the sweep goes round it quickly
+    rig = rig_factory(t1=10, t2=40, max_transactions=256)
+    rig.send(invite(rig))
+    rig.recv(rig.caller)
+    req = rig.recv(rig.callee)
+    rig.answer(req, 200, to_tag="b1")
+    rig.recv(rig.caller)
+    assert rig.proxy.stats()["dialogs"] == 1 and rig.proxy.active_calls == 1
+    end = time.monotonic() + 2.0
+    while rig.proxy.stats()["dialogs"] and time.monotonic() < end:
+        rig.pump()
+    st = rig.proxy.stats()
+    assert st["dialogs"] == 0 and st["active_calls"] == 0 and st["calls_expired"] == 1
+    # the same with its ACK: still a call after 64*T1, ended by the BYE
+    rig.send(invite(rig, branch="z9hG4bKc2").replace(b"hooks-1", b"hooks-2"))
+    rig.recv(rig.caller)
+    req = next_of(rig.callee, "hooks-2", "INVITE")     # after call 1's Timer A copies
+    rig.answer(req, 200, to_tag="b2")
+    rig.recv(rig.caller)
+    rig.send(invite(rig, branch="z9hG4bKack2", method="ACK", to_tag="b2")
+             .replace(b"hooks-1", b"hooks-2")
+             .replace(b"bob@example.com SIP", f"bob@{IP}:{rig.eport} SIP".encode()))
+    assert next_of(rig.callee, "hooks-2", "ACK")
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:
+        rig.pump()
+    assert rig.proxy.stats()["dialogs"] == 1 and rig.proxy.active_calls == 1
+    rig.send(invite(rig, branch="z9hG4bKbye2", method="BYE", to_tag="b2", cseq=2)
+             .replace(b"hooks-1", b"hooks-2")
+             .replace(b"bob@example.com SIP", f"bob@{IP}:{rig.eport} SIP".encode()))
+    assert next_of(rig.callee, "hooks-2", "BYE")
+    st = rig.proxy.stats()
+    assert st["dialogs"] == 0 and st["calls_ended"] == 1 and st["calls_expired"] == 1
+
+
 def test_options_hook_answers_queries_to_the_proxy_itself(rig_factory):
     def on_options(data, source):
         return sipfast.make_response(parse(data), 200, headers=[("X-Load", "0.5")])

@@ -50,11 +50,35 @@ def handle(delegation: Any, line: bytes) -> dict[str, Any]:
     return {"error": f"unknown command {cmd!r} (show, set)"}
 
 
-async def serve_control(delegation: Any, path: str) -> None:
-    """Serve the endpoint at ``path`` until cancelled."""
+def open_control_socket(path: str) -> socket.socket:
+    """The endpoint's listening socket at ``path``, bound and mode 0600
+    before this returns (a stale socket of an earlier run is replaced).
+    Bound under umask 0177, so it is never reachable by others, not even
+    for the moment between bind() and chmod()."""
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(os.lstat(path).st_mode):
             os.unlink(path)          # a stale socket of an earlier run
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old = os.umask(0o177)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        sock.listen(16)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve_control(delegation: Any, path_or_sock: str | socket.socket) -> None:
+    """Serve the endpoint until cancelled, on a socket of
+    :func:`open_control_socket` (or a path, opened here)."""
+    sock = (open_control_socket(path_or_sock) if isinstance(path_or_sock, str)
+            else path_or_sock)
 
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -76,8 +100,7 @@ async def serve_control(delegation: Any, path: str) -> None:
         finally:
             writer.close()
 
-    server = await asyncio.start_unix_server(client, path, limit=MAX_LINE)
-    os.chmod(path, 0o600)
+    server = await asyncio.start_unix_server(client, sock=sock, limit=MAX_LINE)
     delegation.control_server = server
     try:
         await server.serve_forever()

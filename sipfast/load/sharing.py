@@ -142,6 +142,7 @@ class Delegation:
         self._tag = os.urandom(6).hex()
         self._n = 0
         self.control_server: Any = None
+        self._control_sock: socket.socket | None = None
 
     # -- own load ------------------------------------------------------------
 
@@ -299,8 +300,10 @@ class Delegation:
             self._tasks.append(self.loop.create_task(self._every(
                 self.opts.share_interval, lambda: self.send_all(query=True))))
         if self.opts.control:
-            from sipfast.load.control import serve_control
-            self._tasks.append(self.loop.create_task(serve_control(self, self.opts.control)))
+            from sipfast.load.control import open_control_socket, serve_control
+            # bound now, so the endpoint answers once `sipfast proxy` says ready
+            self._control_sock = open_control_socket(self.opts.control)
+            self._tasks.append(self.loop.create_task(serve_control(self, self._control_sock)))
 
     @property
     def port(self) -> int:
@@ -464,6 +467,9 @@ class Delegation:
             self._round.set_result(None)
         if self.control_server is not None:
             self.control_server.close()
+        if self._control_sock is not None:
+            self._control_sock.close()      # also when the server task never ran
+            self._control_sock = None
             if self.opts.control:
                 try:
                     os.unlink(self.opts.control)

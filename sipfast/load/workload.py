@@ -9,7 +9,8 @@ The formula (README "Delegating peers"):
 ``active_calls`` and ``pending`` are the compiled loop's counters
 (``UdpProxy.stats()``, summed over this process's listeners): INVITE server
 transactions without a final answer plus confirmed dialogs this proxy
-record-routed, and server transactions awaiting a final answer.  ``cpu`` is
+record-routed (until BYE; one whose 2xx got no ACK in 64*T1 drops out
+then), and server transactions awaiting a final answer.  ``cpu`` is
 the share of one core this process used (user + system time from
 ``/proc/self/stat``) over the last sampling interval.
 

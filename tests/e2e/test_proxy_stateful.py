@@ -67,7 +67,7 @@ def test_thousands_of_calls_with_record_route_and_two_workers(logdir):
     assert counters["transactions"] == 2 * calls      # INVITE and BYE; the 2xx ACK is not one
     # INVITE, ACK and BYE once per call; under load the callee resends some
     # 200s and the caller ACKs each again: those extra ACKs are forwarded too
-    assert 3 * calls <= counters["forwarded_requests"] <= 3 * calls + callee.retransmissions
+    assert 3 * calls <= counters["forwarded_requests"] <= 3 * calls + (callee.retransmissions or 0)
     assert counters["dropped"] == counters["malformed"] == counters["send_errors"] == 0
     assert counters["rejected"] == counters["timeouts"] == counters["lost_actions"] == 0
 

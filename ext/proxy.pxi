@@ -611,13 +611,15 @@ cdef class UdpProxy:
                  int timer_c=180000, int timer_d=32000, on_register=None, on_lookup=None,
                  on_options=None, on_invite=None, int max_call_duration=7200,
                  int defer_timeout=2000, str balance=None, str first="final",
-                 int probe_timeout=2000, int retry_after=5):
+                 int probe_timeout=2000, int retry_after=5, int wait_timer=0):
         """fd: a bound non-blocking UDP socket; host/port: the address this
         proxy puts in its Via and Record-Route and recognises in Route;
         next_hops: (ip, port) pairs of the static next hops (round robin,
         or all at once with fork=True when stateful); send_fd/send_port:
         this worker's own socket for forwarded requests (default: fd).
-        Stateful: the transaction table's size and timers (ms); the hooks
+        Stateful: the transaction table's size and timers (ms; wait_timer:
+        how long a finished transaction lingers to absorb retransmissions,
+        Timers L/J/M, 0 for RFC 3261's 64*T1); the hooks
         (see set_hooks); max_call_duration (s): how long a confirmed
         dialog counts as a call without BYE; defer_timeout (ms): how long a
         deferred INVITE waits for resume() before it is answered 500.
@@ -690,8 +692,10 @@ cdef class UdpProxy:
                 raise ValueError("max_transactions must be in 1..2**24")
             if t1 <= 0 or t2 < t1 or t4 <= 0 or timer_c <= 0 or timer_d < 0:
                 raise ValueError("timer values must be positive (and T2 >= T1)")
+            if wait_timer < 0:
+                raise ValueError("wait_timer must not be negative")
             if tx_table_init(&self.t, max_transactions, t1, t2, t4, timer_d, timer_c, 10,
-                             0xffffffffffffffffULL) < 0:
+                             0xffffffffffffffffULL, wait_timer) < 0:
                 raise MemoryError()
             self.t.wtick = now_ms() // 10
             self.cs = <cstore_t*>calloc(max_transactions, sizeof(cstore_t))
@@ -952,6 +956,13 @@ cdef class UdpProxy:
         """INVITEs without a final answer yet, plus the confirmed dialogs
         this proxy record-routed and has not seen end."""
         return self.pending_invites + self.dl.n if self.stateful else 0
+
+    @property
+    def idle(self):
+        """No transaction, deferral or fan-out in flight (the timer may
+        then tick slowly)."""
+        return not self.stateful or (
+            self.t.live == 0 and self.ndeferred == 0 and self.nlb == 0)
 
     @property
     def live_transactions(self):
@@ -1678,6 +1689,11 @@ cdef class UdpProxy:
             elif a.kind == TXA_UNMATCHED:
                 if m is not None and m.is_req and src != NULL:
                     if span_ieq(m.b, m.sl_method, "ack", 3):
+                        if self._our_to_tag(m):
+                            # the ACK of a final answer we gave without a
+                            # transaction (a 503 with the table full): ours
+                            self.acks_absorbed += 1
+                            continue
                         self._acked(m)      # the ACK for a 2xx
                     self._forward_stateless(m, src, fd)
                 elif m is not None and not m.is_req and 200 <= m.status_code < 300 \
@@ -2537,6 +2553,19 @@ cdef class UdpProxy:
         memcpy(out + w, b"Server: sipfast\r\nContent-Length: 0\r\n\r\n", 38)
         w += 38
         return w
+
+    cdef bint _our_to_tag(self, Message m) noexcept:
+        """Whether the To tag is one this proxy gives its own answers
+        ("sf" and 8 hex digits, _build_reply)."""
+        cdef naddr_t na
+        cdef perr_t err
+        cdef hdr_t* h
+        if m.first[H_TO] < 0:
+            return False
+        h = &m.hdrs[m.first[H_TO]]
+        if scan_naddr(m.b, h.value_off, h.value_off + h.value_len, &na, &err, H_TO, False) < 0:
+            return False
+        return na.tag.len == 10 and m.b[na.tag.off] == 115 and m.b[na.tag.off + 1] == 102
 
     cdef bint _has_tag(self, Message m, hdr_t* h) noexcept:
         cdef naddr_t na

@@ -131,6 +131,7 @@ ctypedef struct tx_cell_t:
 ctypedef struct tx_table_t:
     # parameters (ms)
     int32_t t1, t2, t4, td, tc
+    int32_t tw          # the wait after a final response: L, J, M (and caps D)
     int32_t tick
     uint64_t hash_mask  # all ones normally; tests narrow it to force collisions
     # cells
@@ -399,7 +400,7 @@ cdef void tx_server_final(tx_table_t* t, int32_t ci, int kind, int branch, int s
     if c.method == TXM_INVITE:
         if status < 300:
             c.sstate = TXS_ACCEPTED
-            tx_timer_start(t, tx_tnode(ci, TXT_S_FINAL), now + 64 * t.t1)   # L
+            tx_timer_start(t, tx_tnode(ci, TXT_S_FINAL), now + t.tw)        # L
         else:
             c.sstate = TXS_COMPLETED
             c.g_ms = t.t1
@@ -409,7 +410,7 @@ cdef void tx_server_final(tx_table_t* t, int32_t ci, int kind, int branch, int s
     else:
         c.sstate = TXS_COMPLETED
         # J: 64*T1 for unreliable transports, zero for reliable (§17.2.2)
-        tx_timer_start(t, tx_tnode(ci, TXT_S_FINAL), now + (0 if c.reliable else 64 * t.t1))
+        tx_timer_start(t, tx_tnode(ci, TXT_S_FINAL), now + (0 if c.reliable else t.tw))
 
 cdef inline bint tx_server_open(tx_cell_t* c) noexcept nogil:
     return c.sstate == TXS_TRYING or c.sstate == TXS_PROCEEDING
@@ -788,10 +789,10 @@ cdef int tx_on_response(tx_table_t* t, int64_t txn, int b, int status,
         tx_emit(t, TXA_SEND_ACK, c.id, b, status, now)      # §17.1.1.3
         r.state = TXB_COMPLETED
         tx_timer_start(t, tx_bnode(ci, b, TXT_B_FINAL),
-                       now + (0 if r.reliable else t.td))       # D
+                       now + (0 if r.reliable else min(t.td, t.tw)))       # D
     elif inv:
         r.state = TXB_ACCEPTED
-        tx_timer_start(t, tx_bnode(ci, b, TXT_B_FINAL), now + 64 * t.t1)  # M
+        tx_timer_start(t, tx_bnode(ci, b, TXT_B_FINAL), now + t.tw)       # M
     else:
         r.state = TXB_COMPLETED
         tx_timer_start(t, tx_bnode(ci, b, TXT_B_FINAL),
@@ -923,7 +924,10 @@ cdef void tx_advance(tx_table_t* t, int64_t now) noexcept nogil:
 # Construction.
 
 cdef int tx_table_init(tx_table_t* t, int32_t cap, int32_t t1, int32_t t2, int32_t t4,
-                       int32_t td, int32_t tc, int32_t tick, uint64_t hash_mask) noexcept nogil:
+                       int32_t td, int32_t tc, int32_t tick, uint64_t hash_mask,
+                       int32_t tw=0) noexcept nogil:
+    """tw: how long a transaction lingers after its final response to absorb
+    retransmissions (Timers L, J, M; it also caps D); 0: RFC 3261's 64*T1."""
     cdef int32_t i
     cdef uint32_t isz = 16
     memset(t, 0, sizeof(tx_table_t))
@@ -933,6 +937,7 @@ cdef int tx_table_init(tx_table_t* t, int32_t cap, int32_t t1, int32_t t2, int32
     t.t2 = t2
     t.t4 = t4
     t.td = td
+    t.tw = tw if tw > 0 else 64 * t1
     t.tc = tc
     t.tick = tick
     t.hash_mask = hash_mask

@@ -107,15 +107,17 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         stateless=args.stateless, fork=args.fork, workers=workers,
         max_transactions=args.max_transactions, t1=args.t1, t2=args.t2, t4=args.t4,
         timer_c=args.timer_c, timer_d=args.timer_d, drain_timeout=args.drain_timeout,
-        registrar=not args.no_registrar, max_connections=args.max_connections,
-        tcp_idle_timeout=args.tcp_idle_timeout, load=load_opts)
+        wait_timer=args.wait_timer, registrar=not args.no_registrar,
+        max_connections=args.max_connections, tcp_idle_timeout=args.tcp_idle_timeout,
+        load=load_opts)
     return proxy.run(opts)
 
 
 def _positive(args: argparse.Namespace, *extra: str) -> list[str]:
     """Problems with the timer and table options shared by proxy and lb."""
     problems = [f"--{name.replace('_', '-')} must be positive"
-                for name in ("t1", "t2", "t4", "timer_c", "timer_d", "max_transactions", *extra)
+                for name in ("t1", "t2", "t4", "timer_c", "timer_d", "max_transactions",
+                             "wait_timer", *extra)
                 if getattr(args, name) <= 0]
     if args.t2 < args.t1:
         problems.append("--t2 must be at least --t1")
@@ -157,7 +159,7 @@ def cmd_lb(args: argparse.Namespace) -> int:
         listens=listens, next_hops=pool, workers=workers,
         max_transactions=args.max_transactions, t1=args.t1, t2=args.t2, t4=args.t4,
         timer_c=args.timer_c, timer_d=args.timer_d, drain_timeout=args.drain_timeout,
-        registrar=False, balance=args.mode, first=args.first,
+        wait_timer=args.wait_timer, registrar=False, balance=args.mode, first=args.first,
         probe_timeout=args.probe_timeout, keepalive=args.keepalive, pool_file=args.pool_file)
     return proxy.run(opts)
 
@@ -182,6 +184,11 @@ def _timer_options(p: argparse.ArgumentParser) -> None:
                    help="Timer C, the INVITE proceeding timeout (default 180000)")
     p.add_argument("--timer-d", type=int, default=32000, metavar="MS",
                    help="Timer D, the wait for response retransmissions (default 32000)")
+    p.add_argument("--wait-timer", type=int, default=5000, metavar="MS",
+                   help="how long a finished transaction lingers to absorb retransmissions "
+                        "(Timers L, J, M; caps D). RFC 3261 says 64*T1 (32000 at the default "
+                        "T1); 5000 as Kamailio's wt_timer keeps the table small at high call "
+                        "rates (default 5000)")
     p.add_argument("--drain-timeout", type=float, default=5.0, metavar="S",
                    help="on SIGTERM, how long at most to let transactions in flight get "
                         "their final answer, new calls getting 503 meanwhile (default 5)")

@@ -18,7 +18,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,6 +125,7 @@ class Options:
     t4: int = 5000
     timer_c: int = 180000
     timer_d: int = 32000
+    wait_timer: int = 5000
     drain_timeout: float = 5.0
     registrar: bool = True
     max_connections: int = 4096
@@ -202,10 +203,23 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
     # a stop signal that arrives before its handlers are in place.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     on_register = on_lookup = location = None
+    proxies: list[UdpProxy] = []
+
+    def lookups_while_registered() -> None:
+        # a look-up crosses into Python only while someone is registered
+        if location is not None:
+            for p in proxies:
+                p.set_hooks(on_lookup=on_lookup if len(location) else None)
+
     if not opts.stateless and opts.registrar:
         on_register, on_lookup, location = make_location()
+        register = on_register
+
+        def on_register(data: bytes, source: tuple[str, int]) -> bytes:
+            answer = register(data, source)
+            lookups_while_registered()
+            return answer
     socks: list[socket.socket] = []
-    proxies: list[UdpProxy] = []
     timer: asyncio.TimerHandle | None = None
     delegation = None
     keeper = None
@@ -227,7 +241,8 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
                 stateful=not opts.stateless, fork=opts.fork, send_fd=send_fd,
                 send_port=send_port, max_transactions=opts.max_transactions,
                 t1=opts.t1, t2=opts.t2, t4=opts.t4, timer_c=opts.timer_c,
-                timer_d=opts.timer_d, on_register=on_register, on_lookup=on_lookup,
+                timer_d=opts.timer_d, wait_timer=opts.wait_timer, on_register=on_register,
+                on_lookup=None,             # set once someone registers
                 balance=opts.balance, first=opts.first, probe_timeout=opts.probe_timeout)
             proxies.append(proxy)
             loop.add_reader(sock.fileno(), proxy.on_readable)
@@ -265,9 +280,13 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
                 for p in proxies:
                     p.on_timer()
                 ticks += 1
-                if location is not None and ticks % 1000 == 0:
-                    location.expire()       # every 10 s: drop lapsed bindings
-                timer = loop.call_later(0.01, tick)
+                if location is not None and ticks % 200 == 0:
+                    location.expire()       # drop lapsed bindings
+                    lookups_while_registered()
+                # 10 ms while anything is in flight (the timer wheel's tick),
+                # 100 ms when idle: an idle worker wakes 10 times a second
+                busy = not all(p.idle for p in proxies)
+                timer = loop.call_later(0.01 if busy else 0.1, tick)
             tick()
         print("sipfast proxy ready", file=sys.stderr, flush=True)
         await stop.wait()
@@ -301,11 +320,21 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
     return totals
 
 
+def run_loop(coro: Coroutine[Any, Any, dict[str, int]]) -> dict[str, int]:
+    """Run on uvloop where it is installed (its loop is C: a wake-up costs a
+    fraction of asyncio's), else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 def run(opts: Options) -> int:
     """Run in this process, or fork ``opts.workers`` processes sharing the
     port with SO_REUSEPORT; returns the exit code."""
     if opts.workers <= 1:
-        stats = asyncio.run(serve(opts))
+        stats = run_loop(serve(opts))
         print(f"sipfast proxy stopped: {json.dumps(stats)}", file=sys.stderr, flush=True)
         return 0
     children = []
@@ -314,7 +343,7 @@ def run(opts: Options) -> int:
         pid = os.fork()
         if pid == 0:
             try:
-                stats = asyncio.run(serve(opts, reuse_port=True))
+                stats = run_loop(serve(opts, reuse_port=True))
                 print(f"sipfast proxy worker {os.getpid()} stopped: {json.dumps(stats)}",
                       file=sys.stderr, flush=True)
             finally:

@@ -323,6 +323,11 @@ class UdpProxy:
         on_invite: Callable[[bytes, tuple[str, int], int], Decision] | None = None,
         max_call_duration: int = 7200,
         defer_timeout: int = 2000,
+        balance: str | None = None,
+        first: str = "final",
+        probe_timeout: int = 2000,
+        retry_after: int = 5,
+        wait_timer: int = 0,
     ) -> None: ...
     def on_readable(self) -> None:
         """Drain the listening socket: receive, handle and send in batches."""
@@ -343,6 +348,29 @@ class UdpProxy:
         """Carry out the decision for a deferred INVITE."""
     def drain(self) -> None:
         """Graceful stop: new out-of-dialog requests get 503."""
+    def set_pool(self, next_hops: Sequence[tuple[str, int] | tuple[str, int, str]]) -> None:
+        """Replace the pool / static next hops at run time."""
+    def set_member_up(self, i: int, up: bool) -> None:
+        """Take pool member i out or put it back."""
+    def pool(self) -> list[dict[str, object]]:
+        """Each member's address, state, wins and failures."""
+    def add_tcp_listener(
+        self,
+        fd: int,
+        port: int,
+        watch: Callable[[int, int], None],
+        *,
+        max_connections: int = 4096,
+        idle_timeout: int = 600,
+    ) -> None:
+        """Serve TCP on a listening socket; watch(fd, mode) registers fds."""
+    def on_tcp_accept(self) -> None: ...
+    def on_conn_readable(self, fd: int) -> None: ...
+    def on_conn_writable(self, fd: int) -> None: ...
+    def tcp_stats(self) -> dict[str, int]: ...
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight: the timer may tick slowly."""
     def pending(self) -> int:
         """Server transactions still waiting for a final response."""
     @property
@@ -445,7 +473,12 @@ class TxnTable:
         """A request from upstream (top Via branch and sent-by, method)."""
     def on_cancel(self, branch: str | bytes, sent_by: str | bytes, now: int) -> list[TxnAction]:
         """An upstream CANCEL."""
-    def fork(self, txn: int, n: int, now: int) -> list[TxnAction]:
+    def set_reliable(self, txn: int) -> None:
+        """The server transaction's request came over a reliable transport."""
+    def abandon(self, txn: int, now: int) -> list[TxnAction]:
+        """Stop waiting on the pending branches (INVITE ones are cancelled)."""
+    def fork(self, txn: int, n: int, now: int, *, reliable: bool = False,
+             probe: bool = False) -> list[TxnAction]:
         """Create n client branches and send the request on each; ValueError
         on an unknown or closed transaction or too many branches."""
     def on_response(self, txn: int, branch: int, status: int, now: int) -> list[TxnAction]:

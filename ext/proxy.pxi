@@ -320,6 +320,27 @@ cdef int buf_grow(buf_t* b, Py_ssize_t cap) noexcept nogil:
     b.cap = <int32_t>cap
     return 0
 
+cdef bint uri_has_param(const uint8_t* b, uri_t* u, const char* name, int nl) noexcept nogil:
+    """Whether the URI has the parameter (with or without a value)."""
+    cdef Py_ssize_t p, end, q, k
+    if u.params.off < 0:
+        return False
+    p = u.params.off
+    end = u.params.off + u.params.len
+    while p < end:
+        q = p
+        while q < end and b[q] != 59:
+            q += 1
+        if (q - p == nl or (q - p > nl and b[p + nl] == 61)):
+            k = 0
+            while k < nl and LOWER[b[p + k]] == <uint8_t>name[k]:
+                k += 1
+            if k == nl:
+                return True
+        p = q + 1
+    return False
+
+
 cdef bint uri_param_is(const uint8_t* b, uri_t* u, const char* name, int nl,
                        const char* val, int vl) noexcept nogil:
     """Whether the URI has the parameter name=val (both case-insensitive)."""
@@ -1336,7 +1357,7 @@ cdef class UdpProxy:
         cdef Py_ssize_t x, at, vend
         cdef naddr_t route
         cdef char srctext[ADDR_TEXT]
-        cdef int srcport, srclen, start, i
+        cdef int srcport, srclen, start, i, strict
         cdef bint routed = False
         e.n = 0
         e.an = 0
@@ -1354,6 +1375,11 @@ cdef class UdpProxy:
             fe_put(e, ";received=", 10)
             fe_put(e, srctext, srclen)
             fe_lump(e, x, x, start)
+        # §16.4: a strict router before us put our Record-Route URI in the
+        # Request-URI; the real one is the last Route value, which goes.
+        strict = self._strict_route(m, err)
+        if strict < 0:
+            return -400
         # Route (§16.4, §16.6 step 6): pop the leading entries naming us
         # (two after a transport change, RFC 5658); the first other one is
         # the target.
@@ -1394,8 +1420,8 @@ cdef class UdpProxy:
             or span_ieq(m.b, m.sl_method, "refer", 5))
         if routed:
             return RT_DST
-        if scan_uri(m.b, m.sl_uri.off, m.sl_uri.off + m.sl_uri.len, &m.ruri, err, 0) < 0 \
-                or m.ruri.kind == 0:
+        if not strict and (scan_uri(m.b, m.sl_uri.off, m.sl_uri.off + m.sl_uri.len, &m.ruri,
+                                    err, 0) < 0 or m.ruri.kind == 0):
             fail(err, 416, E_OK, -1)
             return -416
         if self._names_us(m, &m.ruri):
@@ -1410,6 +1436,54 @@ cdef class UdpProxy:
             fail(err, 404, E_OK, -1)
             return -404
         return RT_DST
+
+    cdef int _strict_route(self, Message m, perr_t* err) noexcept:
+        """§16.4 strict-routing compatibility: when the Request-URI is one of
+        our Record-Route URIs (names us, no user part, lr) and Routes
+        follow, lumps make the last Route value the Request-URI and drop it
+        from Route; m.ruri then holds it.  1 when done, 0 when not strict,
+        -1 on a malformed Route."""
+        cdef fedit_t* e = &self.ed
+        cdef hdr_t* h
+        cdef hdr_t* lh = NULL
+        cdef naddr_t na, last
+        cdef Py_ssize_t at, x, vend, last_at = -1, prev_end = -1, last_prev_end = -1
+        cdef int i, start
+        if m.first[H_ROUTE] < 0:
+            return 0
+        if scan_uri(m.b, m.sl_uri.off, m.sl_uri.off + m.sl_uri.len, &m.ruri, err, 0) < 0 \
+                or m.ruri.kind == 0 or m.ruri.user.len > 0 or not self._names_us(m, &m.ruri) \
+                or not uri_has_param(m.b, &m.ruri, "lr", 2):
+            return 0
+        for i in range(m.first[H_ROUTE], m.nhdr):
+            h = &m.hdrs[i]
+            if h.hid != H_ROUTE:
+                continue
+            at = h.value_off
+            vend = h.value_off + h.value_len
+            prev_end = -1
+            while at < vend:
+                x = list_element_end(m.b, at, vend)
+                if x < 0 or scan_naddr(m.b, at, x, &na, err, H_ROUTE) < 0:
+                    fail(err, 400, E_MALFORMED, h.value_off, H_ROUTE)
+                    return -1
+                lh = h
+                last = na
+                last_at = at
+                last_prev_end = prev_end
+                prev_end = x
+                at = skip_lws(m.b, x + 1, vend) if x < vend else vend
+        if lh == NULL or last.uri.kind == 0:
+            return 0
+        start = e.an
+        fe_put(e, <const char*>m.b + last.uri.text.off, last.uri.text.len)
+        fe_lump(e, m.sl_uri.off, m.sl_uri.off + m.sl_uri.len, start)
+        if last_prev_end < 0:
+            fe_lump(e, lh.name_off, lh.line_end, e.an)      # the line held it alone
+        else:
+            fe_lump(e, last_prev_end, lh.value_off + lh.value_len, e.an)
+        m.ruri = last.uri
+        return 1
 
     cdef bint _target(self, Message m, uri_t* u, sockaddr_storage* dst) noexcept:
         """The address of a SIP URI with an IP literal host, and (into

@@ -275,3 +275,60 @@ def test_branches_stay_unique_across_restarts_on_one_address(rig_factory):
         rig.close()
     assert branches[0] != branches[1]
     assert all(len(b) == 36 and b.startswith("z9hG4bKsf") for b in branches)
+
+
+def test_a_strict_router_before_us_is_undone(rig_factory):
+    """RFC 3261 §16.4: the Request-URI is our Record-Route URI (a strict
+    router put it there): the last Route value becomes the Request-URI."""
+    rig = rig_factory()
+    cport = rig.caller.getsockname()[1]
+    req = (f"BYE sip:{IP}:{rig.port};lr SIP/2.0\r\n"
+           f"Via: SIP/2.0/UDP {IP}:{cport};branch=z9hG4bKstrict;rport\r\n"
+           "Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\n"
+           "To: <sip:bob@example.com>;tag=b1\r\nCall-ID: strict-1\r\nCSeq: 2 BYE\r\n"
+           f"Route: <sip:bob@{IP}:{rig.eport}>\r\nContent-Length: 0\r\n\r\n").encode()
+    rig.send(req)
+    fwd = parse(rig.recv(rig.callee))
+    assert fwd.uri_text == f"sip:bob@{IP}:{rig.eport}"
+    assert fwd.get("Route") is None
+
+
+def test_stateful_over_ipv6():
+    """RFC 5118: IPv6 references in our Via and Record-Route; 100 Trying,
+    the INVITE forwarded, the 180 and 200 returned, on ::1."""
+    def udp6(blocking: bool = True) -> socket.socket:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.bind(("::1", 0))
+        if blocking:
+            s.settimeout(2)
+        else:
+            s.setblocking(False)
+        return s
+
+    psock, caller, callee = udp6(False), udp6(), udp6()
+    try:
+        pport, cport, eport = (x.getsockname()[1] for x in (psock, caller, callee))
+        p = UdpProxy(psock.fileno(), "::1", pport, [("::1", eport)], True, stateful=True)
+        req = (f"INVITE sip:bob@[::1]:{eport} SIP/2.0\r\n"
+               f"Via: SIP/2.0/UDP [::1]:{cport};branch=z9hG4bK6a;rport\r\n"
+               "Max-Forwards: 70\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\n"
+               "Call-ID: v6-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n").encode()
+
+        def pump() -> None:
+            for _ in range(3):
+                time.sleep(0.01)
+                p.on_readable()
+
+        caller.sendto(req, ("::1", pport))
+        pump()
+        assert caller.recv(65535).startswith(b"SIP/2.0 100 Trying")
+        fwd = parse(callee.recv(65535))
+        assert (fwd.via.host, fwd.via.port) == ("[::1]", pport)
+        assert fwd.get("Record-Route") == f"<sip:[::1]:{pport};lr>"
+        for status in (180, 200):
+            callee.sendto(sipfast.make_response(fwd, status, to_tag="v6"), ("::1", pport))
+            pump()
+            assert parse(caller.recv(65535)).status == status
+    finally:
+        for s in (psock, caller, callee):
+            s.close()

@@ -2525,7 +2525,11 @@ cdef class UdpProxy:
         if x < 0:
             self.dropped += 1
             return
-        self._queue(x, &dst, self.fd)
+        if self.tcp_lfd >= 0 and nv.transport.len == 3 and span_ieq(m.b, nv.transport, "tcp", 3):
+            # §18.2.2: over TCP, on the connection from that address (or a new one)
+            self._tcp_send(&dst, self._slot(), x)
+        else:
+            self._queue(x, &dst, self.fd)
         self.forwarded_responses += 1
 
     # -- answers made here ------------------------------------------------------

@@ -83,8 +83,6 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         if lst.transport == "tcp" and lst.host not in udp_hosts:
             problems.append(f"--listen tcp:{lst.host}:{lst.port} needs a udp listener on "
                             f"the same host (add --listen udp:{lst.host}:{lst.port})")
-    if any(lst.transport == "tcp" for lst in listens) and args.stateless:
-        problems.append("tcp listeners need transaction state: drop --stateless")
     load_opts, load_problems = _load_options(args, listens)
     problems += load_problems
     workers = args.workers if args.workers is not None else (

@@ -11,13 +11,13 @@ from .proxyproc import proxy, stop
 IP = "127.0.0.1"
 
 
-def run(logdir, calls, caller_transport, callee_transport, rate=200):
+def run(logdir, calls, caller_transport, callee_transport, rate=200, stateless=False):
     with sipp.start_uas(calls=calls, transport=callee_transport, timeout_s=60,
                         workdir=logdir / "uas") as callee:
         route = f"sip:{IP}:{callee.port}" + (";transport=tcp" if callee_transport == "t1" else "")
         pport = sipp.free_port(IP)
         with proxy("--listen", f"tcp:{IP}:{pport}", "--route", route, "--record-route",
-                   "--workers", "1", port=pport, stateless=False, cwd=logdir) as (_, proc):
+                   "--workers", "1", port=pport, stateless=stateless, cwd=logdir) as (_, proc):
             caller = sipp.run_uac((IP, pport), calls=calls, rate=rate, max_concurrent=200,
                                   transport=caller_transport, workdir=logdir / "uac")
             result = callee.wait(timeout_s=15)
@@ -65,3 +65,15 @@ def test_udp_caller_tcp_callee(logdir):
     caller.assert_clean(calls)
     callee.assert_clean(calls)
     assert counters["tcp_connected"] == 1 and counters["tcp_accepted"] == 0
+
+
+def test_stateless_over_tcp(logdir):
+    """§16.11 over TCP: requests forwarded on the connection to the callee,
+    responses back on the caller's connection, no 100 Trying of our own."""
+    calls = 500
+    pport, caller, callee, counters = run(logdir, calls, "t1", "t1", stateless=True)
+    caller.assert_clean(calls)
+    callee.assert_clean(calls)
+    assert caller.received(status=100) == []
+    assert counters["tcp_accepted"] == 1 and counters["tcp_connected"] == 1
+    assert counters["dropped"] == counters["send_errors"] == 0

@@ -116,7 +116,7 @@ def _positive(args: argparse.Namespace, *extra: str) -> list[str]:
     problems = [f"--{name.replace('_', '-')} must be positive"
                 for name in ("t1", "t2", "t4", "timer_c", "timer_d", "max_transactions",
                              "wait_timer", *extra)
-                if getattr(args, name) <= 0]
+                if getattr(args, name) is not None and getattr(args, name) <= 0]
     if args.t2 < args.t1:
         problems.append("--t2 must be at least --t1")
     return problems
@@ -182,11 +182,11 @@ def _timer_options(p: argparse.ArgumentParser) -> None:
                    help="Timer C, the INVITE proceeding timeout (default 180000)")
     p.add_argument("--timer-d", type=int, default=32000, metavar="MS",
                    help="Timer D, the wait for response retransmissions (default 32000)")
-    p.add_argument("--wait-timer", type=int, default=5000, metavar="MS",
+    p.add_argument("--wait-timer", type=int, default=None, metavar="MS",
                    help="how long a finished transaction lingers to absorb retransmissions "
                         "(Timers L, J, M; caps D). RFC 3261 says 64*T1 (32000 at the default "
-                        "T1); 5000 as Kamailio's wt_timer keeps the table small at high call "
-                        "rates (default 5000)")
+                        "T1); the default, 10*T1 (5000, as Kamailio's wt_timer), still covers "
+                        "three retransmissions and keeps the table small at high call rates")
     p.add_argument("--drain-timeout", type=float, default=5.0, metavar="S",
                    help="on SIGTERM, how long at most to let transactions in flight get "
                         "their final answer, new calls getting 503 meanwhile (default 5)")

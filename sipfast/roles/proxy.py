@@ -125,7 +125,7 @@ class Options:
     t4: int = 5000
     timer_c: int = 180000
     timer_d: int = 32000
-    wait_timer: int = 5000
+    wait_timer: int | None = None   # None: 10*T1
     drain_timeout: float = 5.0
     registrar: bool = True
     max_connections: int = 4096
@@ -220,6 +220,7 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
             lookups_while_registered()
             return answer
     socks: list[socket.socket] = []
+    wait = opts.wait_timer if opts.wait_timer is not None else 10 * opts.t1
     timer: asyncio.TimerHandle | None = None
     delegation = None
     keeper = None
@@ -241,7 +242,7 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
                 stateful=not opts.stateless, fork=opts.fork, send_fd=send_fd,
                 send_port=send_port, max_transactions=opts.max_transactions,
                 t1=opts.t1, t2=opts.t2, t4=opts.t4, timer_c=opts.timer_c,
-                timer_d=opts.timer_d, wait_timer=opts.wait_timer, on_register=on_register,
+                timer_d=opts.timer_d, wait_timer=wait, on_register=on_register,
                 on_lookup=None,             # set once someone registers
                 balance=opts.balance, first=opts.first, probe_timeout=opts.probe_timeout)
             proxies.append(proxy)

@@ -1877,6 +1877,7 @@ cdef class UdpProxy:
         cdef char line[ADDR_TEXT + 160]
         cdef int w, nb
         cdef Py_ssize_t n
+        cdef sockaddr_storage winner
         cdef int32_t ci = <int32_t>(txn & 0xffffffffLL)
         m3.b = <const uint8_t*>c.req.p
         m3.buflen = c.req.len
@@ -1893,7 +1894,8 @@ cdef class UdpProxy:
             self._prepare(m3, &c.src, &ignored, &err, False)
             self.out_tcp = c.bs[b].tcp
             nb = self.t.cells[ci].nbr
-            if self._branch(m3, txn, c, nb, &c.bs[b].dst, NULL, 0, NULL, 0, True) < 0 \
+            memcpy(&winner, &c.bs[b].dst, sizeof(sockaddr_storage))   # c.bs may move
+            if self._branch(m3, txn, c, nb, &winner, NULL, 0, NULL, 0, True) < 0 \
                     or tx_fork(&self.t, txn, 1, now_ms(),
                                1u if c.bs[nb].tcp else 0u, 0u) < 0:
                 tx_reply(&self.t, txn, 500, now_ms())
@@ -2209,18 +2211,23 @@ cdef class UdpProxy:
         false), for a location target the new Request-URI, and the extra
         header lines.  1, or -1 on failure."""
         cdef fedit_t* e = &self.ed
-        cdef int n0 = e.n, an0 = e.an, i, start
+        cdef int n0 = e.n, an0 = e.an, i, start, nb
         cdef char br[SF_BRANCH_LEN]
         cdef bstore_t* grown
         cdef Py_ssize_t total
         cdef char* out = self._slot()
         if b >= c.nbs:
-            grown = <bstore_t*>realloc(c.bs, TX_MAX_BRANCHES * sizeof(bstore_t))
+            # grow to what this cell needs (2 at least), not to the maximum:
+            # most calls have one branch, and the stores outlive the cells
+            nb = b + 1 if b + 1 > 2 else 2
+            if nb > TX_MAX_BRANCHES:
+                return -1
+            grown = <bstore_t*>realloc(c.bs, nb * sizeof(bstore_t))
             if grown == NULL:
                 return -1
-            memset(grown + c.nbs, 0, (TX_MAX_BRANCHES - c.nbs) * sizeof(bstore_t))
+            memset(grown + c.nbs, 0, (nb - c.nbs) * sizeof(bstore_t))
             c.bs = grown
-            c.nbs = TX_MAX_BRANCHES
+            c.nbs = nb
         memcpy(self.saved, e.lumps, n0 * sizeof(lump_t))
         memcpy(br, b"z9hG4bKsf", 9)
         memcpy(br + 9, self.boot, 8)

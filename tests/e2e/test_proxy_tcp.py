@@ -70,7 +70,7 @@ def test_udp_caller_tcp_callee(logdir):
 def test_stateless_over_tcp(logdir):
     """§16.11 over TCP: requests forwarded on the connection to the callee,
     responses back on the caller's connection, no 100 Trying of our own."""
-    calls = 500
+    calls = 1000
     pport, caller, callee, counters = run(logdir, calls, "t1", "t1", stateless=True)
     caller.assert_clean(calls)
     callee.assert_clean(calls)

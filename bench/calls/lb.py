@@ -40,17 +40,67 @@ REDIRECT_UAC = HERE.parent.parent / "sipfast" / "ops" / "scenarios" / "uac_redir
 IMPLS = ("kamailio", "sipfast-redirect", "sipfast-proxy")
 
 
-class LbBench(run.Bench):
+class MemberBench(run.Bench):
+    """run.Bench plus back-end processes ("members") started before the
+    proxy under test and stopped after it; only the proxy's process tree is
+    the measured CPU, the members' CPU is recorded beside it per run.
+    Subclasses fill ``self.member_cmds`` with (name, command, UDP port)."""
+
+    def __init__(self, args, proxy: str, setup: str):
+        super().__init__(args, proxy, setup, None)
+        self.member_cmds: list[tuple[str, list[str], int]] = []
+        self.members: list[run.Proc] = []
+        self.sipfast = run.resolve_program(args.sipfast)
+
+    def start(self) -> None:
+        busy = [p for _, _, p in self.member_cmds if run.udp_port_bound(p)]
+        if busy:
+            raise run.BenchError(f"member UDP port(s) {busy} already in use")
+        for name, cmd, port in self.member_cmds:
+            proc = run.Proc(name, cmd, self.workdir)
+            self.members.append(proc)
+            run.wait_bound(proc, port, name, timeout=15)
+        super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        for m in self.members:
+            try:
+                m.stop()
+            except Exception as e:   # keep stopping the others
+                run.log(f"warning: {m.name}: {e}")
+
+    def run_rate(self, rate: int, duration: float, phase: str) -> dict:
+        ticks0 = [run.tree_cpu_ticks([m.pid])[0] for m in self.members]
+        r = super().run_rate(rate, duration, phase)
+        ticks1 = [run.tree_cpu_ticks([m.pid])[0] for m in self.members]
+        dead = [m.name for m in self.members if not m.alive()]
+        if dead:
+            raise run.BenchError(f"member(s) {dead} exited during the run")
+        ok = r["successful"]
+        per = [round((b - a) * 1000.0 / run.CLK_TCK / ok, 4) if ok else None
+               for a, b in zip(ticks0, ticks1, strict=True)]
+        r["member_cpu_ms_per_call"] = dict(
+            zip((m.name for m in self.members), per, strict=True))
+        r["members_cpu_ms_per_call"] = (round(sum(per), 4)
+                                        if ok and per else None)
+        return r
+
+
+class LbBench(MemberBench):
     def __init__(self, args, impl: str, n: int):
-        super().__init__(args, impl, "stateless", None)   # one callee
+        super().__init__(args, impl, "stateless")   # one callee
         self.impl, self.n = impl, n
         self.setup = f"lb-N{n}"
         self.label = f"{impl} N={n}"
         self.member_ports = [args.member_port + i for i in range(n)]
-        self.members: list[run.Proc] = []
         if impl != "sipfast-proxy":
             shutil.copy(REDIRECT_UAC, self.workdir / "uac.xml")
-        self.sipfast = run.resolve_program(args.sipfast)
+        callee = f"sip:{run.HOST}:{self.callee_ports[0]}"
+        for i, p in enumerate(self.member_ports, 1):
+            self.member_cmds.append((f"member{i}", [
+                self.sipfast, "proxy", "--listen", f"udp:{run.HOST}:{p}",
+                "--route", callee, "--record-route", "--workers", "1"], p))
 
     def command(self) -> list[str]:
         a = self.args
@@ -69,40 +119,6 @@ class LbBench(run.Bench):
         for p in self.member_ports:
             cmd += ["--pool", f"sip:{run.HOST}:{p}"]
         return cmd
-
-    def start(self) -> None:
-        busy = [p for p in self.member_ports if run.udp_port_bound(p)]
-        if busy:
-            raise run.BenchError(f"member UDP port(s) {busy} already in use")
-        callee = f"sip:{run.HOST}:{self.callee_ports[0]}"
-        for i, p in enumerate(self.member_ports, 1):
-            cmd = [self.sipfast, "proxy", "--listen", f"udp:{run.HOST}:{p}",
-                   "--route", callee, "--record-route", "--workers", "1"]
-            proc = run.Proc(f"member{i}", cmd, self.workdir)
-            self.members.append(proc)
-            run.wait_bound(proc, p, f"member {i}", timeout=15)
-        super().start()
-
-    def stop(self) -> None:
-        super().stop()
-        for m in self.members:
-            try:
-                m.stop()
-            except Exception as e:   # keep stopping the others
-                run.log(f"warning: {m.name}: {e}")
-
-    def run_rate(self, rate: int, duration: float, phase: str) -> dict:
-        roots = [m.pid for m in self.members]
-        m0, _ = run.tree_cpu_ticks(roots)
-        r = super().run_rate(rate, duration, phase)
-        m1, _ = run.tree_cpu_ticks(roots)
-        dead = [m.name for m in self.members if not m.alive()]
-        if dead:
-            raise run.BenchError(f"pool member(s) {dead} exited during the run")
-        ok = r["successful"]
-        r["members_cpu_ms_per_call"] = (
-            round((m1 - m0) * 1000.0 / run.CLK_TCK / ok, 4) if ok else None)
-        return r
 
 
 def summarise(results: list[dict], rate: int) -> list[dict]:
@@ -165,9 +181,9 @@ def plot(rows: list[dict], rate: int, png: str) -> None:
         xs = [n for n, _ in pts]
         ys = [r["cpu_median"] for _, r in pts]
         lo = [y - min(c for c in r["cpu_all"] if c is not None)
-              for y, (_, r) in zip(ys, pts)]
+              for y, (_, r) in zip(ys, pts, strict=True)]
         hi = [max(c for c in r["cpu_all"] if c is not None) - y
-              for y, (_, r) in zip(ys, pts)]
+              for y, (_, r) in zip(ys, pts, strict=True)]
         ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=impl)
     ax.set_xlabel("pool members N")
     ax.set_ylabel("balancer CPU ms per call")

@@ -11,6 +11,11 @@ so ACK and BYE go from the caller to it directly):
 * ``deleg1``: FRONT = the same with ``--capacity 1 --threshold 0.5``: the
   load with the new call is 1, so every call is delegated to P2
   (``--capacity 1000000``), which completes it;
+* ``deleg2``: FRONT = ``--capacity 1 --threshold 0.5 --share poll --peers
+  P2`` (asks P2 for its load at each decision, so it sees P2 at 1/4); P2 =
+  ``--capacity 4 --threshold 0.1 --peers P3`` (its load with the call is at
+  least 0.25: it delegates again); P3 = ``--capacity 1000000`` completes
+  the call (its load is its CPU share, under 0.1 at these rates);
 * ``stateless1``: FRONT = ``sipfast proxy --stateless --route P2`` in front
   of P2 (``--record-route``): one extra stateless forward.
 
@@ -33,7 +38,7 @@ sys.path.insert(0, str(HERE))
 import lb  # noqa: E402
 import run  # noqa: E402
 
-TOPOS = ("local", "deleg1", "stateless1")
+TOPOS = ("local", "deleg1", "deleg2", "stateless1")
 
 
 class ChainBench(lb.MemberBench):
@@ -48,9 +53,18 @@ class ChainBench(lb.MemberBench):
         callee = f"sip:{h}:{self.callee_ports[0]}"
         p2 = [self.sipfast, "proxy", "--listen", f"udp:{h}:{args.member_port}",
               "--route", callee, "--record-route", "--workers", "1"]
-        if topo != "stateless1":
+        if topo == "deleg2":
+            self.p3 = f"sip:{h}:{args.member_port + 1}"
+            p3 = [self.sipfast, "proxy", "--listen",
+                  f"udp:{h}:{args.member_port + 1}", "--route", callee,
+                  "--record-route", "--workers", "1",
+                  "--peers", self.p2, "--capacity", "1000000"]
+            p2 += ["--peers", self.p3, "--capacity", "4", "--threshold", "0.1"]
+        elif topo != "stateless1":
             p2 += ["--peers", self.front, "--capacity", "1000000"]
         self.member_cmds.append(("p2", p2, args.member_port))
+        if topo == "deleg2":
+            self.member_cmds.append(("p3", p3, args.member_port + 1))
         self.callee_uri = callee
 
     def command(self) -> list[str]:
@@ -61,8 +75,10 @@ class ChainBench(lb.MemberBench):
             return cmd + ["--stateless", "--route", self.p2]
         cmd += ["--route", self.callee_uri, "--record-route",
                 "--peers", self.p2]
-        if self.topo == "deleg1":
+        if self.topo in ("deleg1", "deleg2"):
             cmd += ["--capacity", "1", "--threshold", "0.5"]
+        if self.topo == "deleg2":
+            cmd += ["--share", "poll"]
         return cmd
 
 
@@ -102,16 +118,19 @@ def main(argv=None) -> int:
             with open(own.json, "w") as f:
                 json.dump({"meta": meta, "results": results}, f, indent=1)
     print("| topology | FRONT CPU ms/call, median (runs) "
-          "| P2 CPU ms/call, median | failed calls |")
-    print("|---|---|---|---|")
+          "| P2 CPU ms/call, median | P3 | failed calls |")
+    print("|---|---|---|---|---|")
     for res in results:
         runs = [r for r in res["runs"] if r["phase"] == "fixed"]
         f = [r["cpu_ms_per_call"] for r in runs if r["passed"]]
         m = [r["member_cpu_ms_per_call"]["p2"] for r in runs if r["passed"]]
+        m3 = [r["member_cpu_ms_per_call"].get("p3") for r in runs
+              if r["passed"] and "p3" in r["member_cpu_ms_per_call"]]
         print(f"| {res['topo']} | "
               f"{run._fmt(statistics.median(f) if f else None)} "
               f"({', '.join(run._fmt(r['cpu_ms_per_call']) for r in runs)}) | "
               f"{run._fmt(statistics.median(m) if m else None)} | "
+              f"{run._fmt(statistics.median(m3) if m3 else None)} | "
               f"{sum(r['failed'] for r in runs)} |")
     return code
 

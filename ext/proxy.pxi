@@ -163,15 +163,10 @@ cdef inline int fe_lump(fedit_t* e, Py_ssize_t start, Py_ssize_t end, int data_o
     return 0
 
 cdef inline int fe_int(fedit_t* e, int64_t v) noexcept nogil:
-    cdef char tmp[24]
-    cdef int i = 24
-    while True:
-        i -= 1
-        tmp[i] = <char>(48 + v % 10)
-        v //= 10
-        if v == 0:
-            break
-    return fe_put(e, tmp + i, 24 - i)
+    if e.an + 24 > FE_ARENA:
+        return -1
+    e.an += fmt_int(e.arena + e.an, v)
+    return 0
 
 cdef inline int fe_hex64(fedit_t* e, uint64_t v) noexcept nogil:
     cdef char tmp[16]
@@ -320,30 +315,10 @@ cdef int buf_grow(buf_t* b, Py_ssize_t cap) noexcept nogil:
     b.cap = <int32_t>cap
     return 0
 
-cdef bint uri_has_param(const uint8_t* b, uri_t* u, const char* name, int nl) noexcept nogil:
-    """Whether the URI has the parameter (with or without a value)."""
-    cdef Py_ssize_t p, end, q, k
-    if u.params.off < 0:
-        return False
-    p = u.params.off
-    end = u.params.off + u.params.len
-    while p < end:
-        q = p
-        while q < end and b[q] != 59:
-            q += 1
-        if (q - p == nl or (q - p > nl and b[p + nl] == 61)):
-            k = 0
-            while k < nl and LOWER[b[p + k]] == <uint8_t>name[k]:
-                k += 1
-            if k == nl:
-                return True
-        p = q + 1
-    return False
-
-
 cdef bint uri_param_is(const uint8_t* b, uri_t* u, const char* name, int nl,
                        const char* val, int vl) noexcept nogil:
-    """Whether the URI has the parameter name=val (both case-insensitive)."""
+    """Whether the URI has the parameter name=val (both case-insensitive);
+    with val NULL, whether it has the parameter at all (any value or none)."""
     cdef Py_ssize_t p, end, q, k
     if u.params.off < 0:
         return False
@@ -353,11 +328,14 @@ cdef bint uri_param_is(const uint8_t* b, uri_t* u, const char* name, int nl,
         q = p
         while q < end and b[q] != 59:
             q += 1
-        if q - p == nl + 1 + vl and b[p + nl] == 61:
+        if (q - p == nl or (q - p > nl and b[p + nl] == 61)) if val == NULL else (
+                q - p == nl + 1 + vl and b[p + nl] == 61):
             k = 0
             while k < nl and LOWER[b[p + k]] == <uint8_t>name[k]:
                 k += 1
             if k == nl:
+                if val == NULL:
+                    return True
                 k = 0
                 while k < vl and LOWER[b[p + nl + 1 + k]] == <uint8_t>val[k]:
                     k += 1
@@ -1453,7 +1431,7 @@ cdef class UdpProxy:
             return 0
         if scan_uri(m.b, m.sl_uri.off, m.sl_uri.off + m.sl_uri.len, &m.ruri, err, 0) < 0 \
                 or m.ruri.kind == 0 or m.ruri.user.len > 0 or not self._names_us(m, &m.ruri) \
-                or not uri_has_param(m.b, &m.ruri, "lr", 2):
+                or not uri_param_is(m.b, &m.ruri, "lr", 2, NULL, 0):
             return 0
         for i in range(m.first[H_ROUTE], m.nhdr):
             h = &m.hdrs[i]

@@ -100,18 +100,8 @@ def main(argv=None) -> int:
     results, code = [], 0
     for topo in [x for x in own.topo.split(",") if x]:
         b = ChainBench(args, topo)
-        run.log(f"=== {topo}: work dir {b.workdir}")
-        try:
-            b.start()
-            b.warmup()
-            for _ in range(own.repeats):
-                b.run_rate(own.rate, args.duration, "fixed")
-        except run.BenchError as e:
-            run.log(f"ERROR ({topo}): {e}")
-            code = 1
-        finally:
-            b.stop()
-        res = b.result(None)
+        res, ok = lb.measure(b, topo, own.rate, args.duration, own.repeats)
+        code = code or (0 if ok else 1)
         res["topo"] = topo
         results.append(res)
         if own.json:

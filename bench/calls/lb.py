@@ -87,6 +87,25 @@ class MemberBench(run.Bench):
         return r
 
 
+def measure(b: run.Bench, label: str, rate: int, duration: float, repeats: int
+            ) -> tuple[dict, bool]:
+    """Start b, warm it up, run `repeats` fixed-rate runs, stop it; its
+    result and whether every step went through (lb.py and deleg.py)."""
+    run.log(f"=== {label}: work dir {b.workdir}")
+    ok = True
+    try:
+        b.start()
+        b.warmup()
+        for _ in range(repeats):
+            b.run_rate(rate, duration, "fixed")
+    except run.BenchError as e:
+        run.log(f"ERROR ({label}): {e}")
+        ok = False
+    finally:
+        b.stop()
+    return b.result(None), ok
+
+
 class LbBench(MemberBench):
     def __init__(self, args, impl: str, n: int):
         super().__init__(args, impl, "stateless")   # one callee
@@ -229,18 +248,8 @@ def main(argv=None) -> int:
     for n in [int(x) for x in own.pool_sizes.split(",")]:
         for impl in impls:
             b = LbBench(args, impl, n)
-            run.log(f"=== {b.label}: work dir {b.workdir}")
-            try:
-                b.start()
-                b.warmup()
-                for _ in range(own.repeats):
-                    b.run_rate(own.rate, args.duration, "fixed")
-            except run.BenchError as e:
-                run.log(f"ERROR ({b.label}): {e}")
-                code = 1
-            finally:
-                b.stop()
-            res = b.result(None)
+            res, ok = measure(b, b.label, own.rate, args.duration, own.repeats)
+            code = code or (0 if ok else 1)
             res.update({"impl": impl, "n": n})
             results.append(res)
             if own.json:

@@ -11,7 +11,9 @@ in calls and time.
 from __future__ import annotations
 
 import csv
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -91,18 +93,22 @@ def _start(cmd: list[str], cwd: str) -> subprocess.Popen[str]:
     return proc
 
 
-def _counters(proc: subprocess.Popen[str]) -> dict[str, int]:
-    """SIGTERM a sipfast process; the counters it printed when it stopped."""
-    import json
-    import re
-
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=15)
+def stopped_counters(stderr: str) -> dict[str, int]:
+    """The counters a sipfast process printed when it stopped ("... stopped:
+    {json}"), summed over its workers (whose lines may run together on a
+    shared stderr pipe)."""
     totals: dict[str, int] = {}
-    for found in re.findall(r"stopped: (\{[^{}]*\})", err):
+    for found in re.findall(r"stopped: (\{[^{}]*\})", stderr):
         for k, v in json.loads(found).items():
             totals[k] = totals.get(k, 0) + v
     return totals
+
+
+def _counters(proc: subprocess.Popen[str]) -> dict[str, int]:
+    """SIGTERM a sipfast process; the counters it printed when it stopped."""
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=15)
+    return stopped_counters(err)
 
 
 def run_balancer(calls: int = 2000, rate: int = 200, members: int = 3,

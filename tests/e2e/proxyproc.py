@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import re
 import signal
 import socket
 import subprocess
@@ -12,6 +10,8 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+
+from sipfast.ops.topology import stopped_counters
 
 SIPFAST = Path(sys.executable).with_name("sipfast")
 IP = "127.0.0.1"
@@ -67,12 +67,7 @@ def stop(proc: subprocess.Popen[str]) -> dict[str, int]:
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
-    totals: dict[str, int] = {}
-    # Workers share the stderr pipe, so their lines may run together.
-    for found in re.findall(r"stopped: (\{[^{}]*\})", err):
-        for k, v in json.loads(found).items():
-            totals[k] = totals.get(k, 0) + v
-    return totals
+    return stopped_counters(err)
 
 
 @contextmanager

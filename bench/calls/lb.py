@@ -9,13 +9,21 @@ differs:
   ``sipfast proxy --route sip:CALLEE --record-route --workers 1`` members;
   the caller (``sipfast/ops/scenarios/uac_redirect.xml``) follows the 302
   to the winner and completes the call through it;
-* ``sipfast-proxy``: the same with ``--mode proxy`` and the record-route
-  honouring caller (``scenarios/uac.xml``); the call is relayed through the
-  balancer to the winner, which record-routes (ACK/BYE bypass the balancer);
+* ``sipfast-proxy``: the same with ``--mode proxy``; the call is relayed
+  through the balancer to the winner, which record-routes; the caller
+  (``scenarios/uac_route.xml``) sends ACK and BYE to the first Route (the
+  winner), so the dialog bypasses the balancer as it does with a real UA;
 * ``kamailio``: Kamailio tm parallel forking (``kamailio/lb_fork.cfg``):
   every INVITE marked as a probe and t_relay()ed to all N members (the same
   sipfast proxies) at once; tm relays the best final answer (a member's
-  302) and ACKs the others; same caller as ``sipfast-redirect``.
+  302) and ACKs the others; same caller as ``sipfast-redirect``;
+* ``kamailio-proxy``: the like-for-like of ``sipfast-proxy``
+  (``kamailio/lb_fork_proxy.cfg``): the same probe fan-out (the probe
+  header added per branch), then failure_route relays the caller's INVITE
+  to the member the best 302 names; same caller as ``sipfast-proxy``.
+
+The table pairs each sipfast mode with its Kamailio equivalent:
+sipfast-redirect / kamailio and sipfast-proxy / kamailio-proxy.
 
 Only the balancer's CPU (utime+stime of its process tree) is the figure;
 the members' CPU is recorded beside it.  Members listen on
@@ -37,7 +45,11 @@ sys.path.insert(0, str(HERE))
 import run  # noqa: E402
 
 REDIRECT_UAC = HERE.parent.parent / "sipfast" / "ops" / "scenarios" / "uac_redirect.xml"
-IMPLS = ("kamailio", "sipfast-redirect", "sipfast-proxy")
+ROUTE_UAC = HERE / "scenarios" / "uac_route.xml"
+IMPLS = ("kamailio", "sipfast-redirect", "kamailio-proxy", "sipfast-proxy")
+# (sipfast impl, its Kamailio equivalent): the ratios of the table
+PAIRS = (("sipfast-redirect", "kamailio"), ("sipfast-proxy", "kamailio-proxy"))
+KAMAILIO_CFGS = {"kamailio": "lb_fork.cfg", "kamailio-proxy": "lb_fork_proxy.cfg"}
 
 
 class MemberBench(run.Bench):
@@ -113,8 +125,9 @@ class LbBench(MemberBench):
         self.setup = f"lb-N{n}"
         self.label = f"{impl} N={n}"
         self.member_ports = [args.member_port + i for i in range(n)]
-        if impl != "sipfast-proxy":
-            shutil.copy(REDIRECT_UAC, self.workdir / "uac.xml")
+        # the caller: follows the 302 (redirect), or the route set (proxy)
+        shutil.copy(ROUTE_UAC if impl.endswith("-proxy") else REDIRECT_UAC,
+                    self.workdir / "uac.xml")
         callee = f"sip:{run.HOST}:{self.callee_ports[0]}"
         for i, p in enumerate(self.member_ports, 1):
             self.member_cmds.append((f"member{i}", [
@@ -123,8 +136,8 @@ class LbBench(MemberBench):
 
     def command(self) -> list[str]:
         a = self.args
-        if self.impl == "kamailio":
-            cmd = ["kamailio", "-f", str(run.KAMAILIO_CFG / "lb_fork.cfg"),
+        if self.impl in KAMAILIO_CFGS:
+            cmd = ["kamailio", "-f", str(run.KAMAILIO_CFG / KAMAILIO_CFGS[self.impl]),
                    "-DD", "-E", "-x", "tlsf", "-X", "tlsf",
                    "-m", str(a.kamailio_shm), "-M", "16",
                    "-l", f"udp:{run.HOST}:{a.listen_port}",
@@ -158,32 +171,36 @@ def summarise(results: list[dict], rate: int) -> list[dict]:
     return rows
 
 
+def _cell(r: dict | None) -> str:
+    if not r or r["cpu_median"] is None:
+        return ("–" if not r else "error (no run)" if not r["runs"]
+                else f"fail ({r['failed_calls']} failed calls)")
+    allr = ", ".join(run._fmt(c, "{:.3f}") for c in r["cpu_all"])
+    fails = (f", {r['runs'] - r['passed']} run(s) failed"
+             if r["passed"] < r["runs"] else "")
+    return (f"**{r['cpu_median']:.3f}** ({allr}){fails} "
+            f"[{run._fmt(r['members_median'], '{:.3f}')}]")
+
+
 def markdown(rows: list[dict], rate: int) -> str:
+    """The table: per N, each sipfast mode beside its Kamailio equivalent
+    and the ratio of their medians."""
     ns = sorted({r["n"] for r in rows})
     by = {(r["impl"], r["n"]): r for r in rows}
+    head = ["N"]
+    for s_impl, k_impl in PAIRS:
+        head += [s_impl, k_impl, f"{s_impl} / {k_impl}"]
     out = [f"balancer CPU ms/call at {rate} calls/s, median (all runs); "
            "members' CPU ms/call (all N together) in brackets", "",
-           "| N | " + " | ".join(IMPLS) + " | sipfast-redirect / Kamailio"
-           " | sipfast-proxy / Kamailio |",
-           "|---|" + "---|" * (len(IMPLS) + 2)]
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n in ns:
-        cells = []
-        for impl in IMPLS:
-            r = by.get((impl, n))
-            if not r or r["cpu_median"] is None:
-                cells.append("–" if not r else "error (no run)" if not r["runs"]
-                             else f"fail ({r['failed_calls']} failed calls)")
-                continue
-            allr = ", ".join(run._fmt(c, "{:.3f}") for c in r["cpu_all"])
-            fails = (f", {r['runs'] - r['passed']} run(s) failed"
-                     if r["passed"] < r["runs"] else "")
-            cells.append(f"**{r['cpu_median']:.3f}** ({allr}){fails} "
-                         f"[{run._fmt(r['members_median'], '{:.3f}')}]")
-        k = by.get(("kamailio", n), {}).get("cpu_median")
-        for impl in ("sipfast-redirect", "sipfast-proxy"):
-            s = by.get((impl, n), {}).get("cpu_median")
+        cells = [str(n)]
+        for s_impl, k_impl in PAIRS:
+            cells += [_cell(by.get((s_impl, n))), _cell(by.get((k_impl, n)))]
+            s = by.get((s_impl, n), {}).get("cpu_median")
+            k = by.get((k_impl, n), {}).get("cpu_median")
             cells.append(f"{s / k:.2f}" if s and k else "–")
-        out.append(f"| {n} | " + " | ".join(cells) + " |")
+        out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -203,7 +220,10 @@ def plot(rows: list[dict], rate: int, png: str) -> None:
               for y, (_, r) in zip(ys, pts, strict=True)]
         hi = [max(c for c in r["cpu_all"] if c is not None) - y
               for y, (_, r) in zip(ys, pts, strict=True)]
-        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=impl)
+        # a pair shares a colour; Kamailio dashed, sipfast solid
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=impl,
+                    color="tab:blue" if impl.endswith("-proxy") else "tab:orange",
+                    linestyle="--" if impl.startswith("kamailio") else "-")
     ax.set_xlabel("pool members N")
     ax.set_ylabel("balancer CPU ms per call")
     ax.set_xticks(sorted({r["n"] for r in rows}))
@@ -237,8 +257,8 @@ def main(argv=None) -> int:
         p.error(f"unknown --impl {bad}")
     args.member_port = own.member_port
     args.sipfast = own.sipfast
-    meta = run.check_requirements(args, ["kamailio"] if "kamailio" in impls
-                                  else [])
+    meta = run.check_requirements(args, ["kamailio"] if any(
+        x in KAMAILIO_CFGS for x in impls) else [])
     meta.update({"command": "python " + " ".join(
         ["bench/calls/lb.py", *(argv if argv is not None else sys.argv[1:])]),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "rate": own.rate,

@@ -44,7 +44,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 HOST = "127.0.0.1"
 KAMAILIO_MODULES = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules")
 KAMAILIO_NEEDED_MODULES = ("tm", "sl", "rr", "maxfwd", "siputils", "pv",
-                           "textops", "dispatcher")
+                           "textops", "dispatcher", "corex", "tmx")
 SETUPS = ("stateless", "stateful")
 BUILTIN_PROXIES = ("kamailio", "none")
 PLACEHOLDERS = ("listen_host", "listen_port", "listen", "callee1", "callee2",

@@ -572,6 +572,13 @@ cdef class UdpProxy:
     cdef readonly uint64_t received, sent, forwarded_requests, forwarded_responses
     cdef readonly uint64_t replied, dropped, malformed, send_errors
     cdef readonly uint64_t resent, acks_absorbed, local_replies, timeouts, cancels_sent, acks_sent
+    # CANCELs due while a receive batch is handled wait for its end: a
+    # branch whose final answer came later in the same batch needs none
+    cdef int64_t dc_txn[BATCH * MAX_HOPS]
+    cdef int dc_branch[BATCH * MAX_HOPS]
+    cdef int ndc
+    cdef bint in_batch
+    cdef readonly uint64_t cancels_spared
     cdef readonly uint64_t request_retransmissions, rejected, lookups
 
     def __cinit__(self):
@@ -914,6 +921,7 @@ cdef class UdpProxy:
                     self.deferred_until[i] = self.deferred_until[self.ndeferred]
                 else:
                     i += 1
+            i = 0
             while i < self.nlb:
                 k = tx_cell_of(&self.t, self.lb_txn[i])
                 if k < 0 or self.cs[k].winner >= 0 or not self.cs[k].lb:
@@ -925,7 +933,6 @@ cdef class UdpProxy:
                     self.lb_txn[i] = self.lb_txn[self.nlb]
                 else:
                     i += 1
-            i = 0
             self.calls_expired += dlg_sweep(&self.dl, now, 512)
             self._run(None, NULL, -1)
             self._flush()
@@ -983,7 +990,8 @@ cdef class UdpProxy:
                       "resent": self.resent, "acks_absorbed": self.acks_absorbed,
                       "request_retransmissions": self.request_retransmissions,
                       "local_replies": self.local_replies, "timeouts": self.timeouts,
-                      "cancels_sent": self.cancels_sent, "acks_sent": self.acks_sent,
+                      "cancels_sent": self.cancels_sent,
+                      "cancels_spared": self.cancels_spared, "acks_sent": self.acks_sent,
                       "lookups": self.lookups, "lost_actions": self.t.acts_overflow,
                       "pending": self.pending_count, "pending_invites": self.pending_invites,
                       "dialogs": self.dl.n, "active_calls": self.pending_invites + self.dl.n,
@@ -1225,11 +1233,34 @@ cdef class UdpProxy:
             if n <= 0:
                 break
             self.received += n
+            self.in_batch = True
             for i in range(n):
                 self._handle(self.rxbuf + i * SLOT, self.rx[i].msg_len, &self.rxa[i], fd)
+            self.in_batch = False
+            self._batch_cancels()
             self._flush()
             if n < BATCH:
                 break
+
+    cdef void _batch_cancels(self) noexcept:
+        """Send the CANCELs the batch just handled made due, but only on
+        branches still waiting for their final answer: one that came in the
+        same batch (a loser's 302 right behind its 100) ended the branch,
+        and a CANCEL would be a wasted message (and a wasted 200 back)."""
+        cdef int k, b
+        cdef int32_t ci
+        cdef int st
+        for k in range(self.ndc):
+            ci = tx_cell_of(&self.t, self.dc_txn[k])
+            b = self.dc_branch[k]
+            if ci >= 0 and b < self.t.cells[ci].nbr:
+                st = self.t.cells[ci].br[b].state
+                if st == TXB_CALLING or st == TXB_PROCEEDING:
+                    self._send_cancel_or_ack(&self.cs[ci], b, None)
+                    self.cancels_sent += 1
+                    continue
+            self.cancels_spared += 1
+        self.ndc = 0
 
     cdef void _flush(self) noexcept:
         cdef int done = 0, r, run
@@ -1707,6 +1738,11 @@ cdef class UdpProxy:
                 self._send_down(b, b.req.p, b.req.len)
                 self.forwarded_requests += 1
             elif a.kind == TXA_SEND_CANCEL:
+                if self.in_batch and self.ndc < BATCH * MAX_HOPS:
+                    self.dc_txn[self.ndc] = a.txn      # at the batch's end
+                    self.dc_branch[self.ndc] = a.branch
+                    self.ndc += 1
+                    continue
                 self._send_cancel_or_ack(c, a.branch, None)
                 self.cancels_sent += 1
             elif a.kind == TXA_SEND_ACK:

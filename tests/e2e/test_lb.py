@@ -16,7 +16,7 @@ from contextlib import ExitStack
 import sipfast
 from sipfast import parse
 
-from . import sipp
+from . import sipp, wire
 from .proxyproc import SIPFAST, balancer, free_udp_port, members, running, stop
 
 IP = "127.0.0.1"
@@ -262,3 +262,104 @@ def test_the_pool_file_is_read_again_on_sighup(logdir):
     # the third member was not in the pool, then it was: probed for each call
     assert counters[2]["probes_answered"] == calls
     assert counters[0]["probes_answered"] == counters[1]["probes_answered"] == 2 * calls
+
+
+def _answer(probe: wire.Datagram, status: int, reason: str, tag: str,
+            extra: str = "") -> bytes:
+    """A member's response to the request in ``probe`` (Via, From, To + tag,
+    Call-ID, CSeq copied, RFC 3261 §8.2.6.2)."""
+    req = probe.sip()
+    vias = "".join(f"Via: {v}\r\n" for v in req.header_values("Via"))
+    return (f"SIP/2.0 {status} {reason}\r\n{vias}From: {req.header('From')}\r\n"
+            f"To: {req.header('To')};tag={tag}\r\nCall-ID: {req.header('Call-ID')}\r\n"
+            f"CSeq: {req.header('CSeq')}\r\n{extra}Content-Length: 0\r\n\r\n").encode()
+
+
+def _via_dest(req: wire.Datagram) -> tuple[str, int]:
+    """Where a response to req goes: its top Via's sent-by (§18.2.2)."""
+    host, port = re.search(r"SIP/2.0/UDP ([0-9.]+):(\d+)", req.sip().header("Via")).groups()
+    return host, int(port)
+
+
+def _recv(sock: socket.socket, timeout_s: float = 5.0) -> wire.Datagram | None:
+    sock.settimeout(timeout_s)
+    try:
+        data, src = sock.recvfrom(65535)
+    except TimeoutError:
+        return None
+    return wire.Datagram(src, sock.getsockname(), data)
+
+
+def test_a_loser_whose_final_answer_is_in_the_winners_batch_gets_no_cancel(logdir):
+    """Deterministic batches: the balancer is stopped (SIGSTOP) while the two
+    members answer its probes, so all their answers wait in its socket and
+    are read in one receive batch.  Member A's 302 wins; member B's 100 asks
+    for a CANCEL (§9.1), but B's 302 is in the same batch, so the CANCEL is
+    not sent (it would be a wasted message: B's transaction is complete).
+    Control: when B's final answer is NOT in the batch, B gets the CANCEL."""
+    a, b, caller = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3))
+    for s in (a, b, caller):
+        s.bind((IP, 0))
+    ap, bp = a.getsockname()[1], b.getsockname()[1]
+    try:
+        with balancer([ap, bp], "--keepalive", "0", cwd=logdir) as (lport, lb):
+            for call, b_final_in_batch in (("spared", True), ("needed", False)):
+                caller.sendto((
+                    f"INVITE sip:bob@{IP}:{lport} SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP {IP}:{caller.getsockname()[1]};branch=z9hG4bK-{call}\r\n"
+                    f"Max-Forwards: 70\r\nFrom: <sip:alice@{IP}>;tag=a-{call}\r\n"
+                    f"To: <sip:bob@{IP}>\r\nCall-ID: {call}@test\r\nCSeq: 1 INVITE\r\n"
+                    f"Contact: <sip:alice@{IP}:{caller.getsockname()[1]}>\r\n"
+                    "Content-Length: 0\r\n\r\n").encode(), (IP, lport))
+                pa, pb = _recv(a), _recv(b)
+                assert pa is not None and pb is not None, "a member got no probe"
+                assert pa.sip().header("X-Sipfast-Probe") == "call"
+                lb.send_signal(signal.SIGSTOP)
+                try:
+                    a.sendto(_answer(pa, 100, "Trying", "ta"), _via_dest(pa))
+                    a.sendto(_answer(pa, 302, "Moved Temporarily", "ta",
+                                     f"Contact: <sip:bob@{IP}:{ap}>\r\n"), _via_dest(pa))
+                    b.sendto(_answer(pb, 100, "Trying", "tb"), _via_dest(pb))
+                    if b_final_in_batch:
+                        b.sendto(_answer(pb, 302, "Moved Temporarily", "tb",
+                                         f"Contact: <sip:bob@{IP}:{bp}>\r\n"), _via_dest(pb))
+                    time.sleep(0.2)     # every answer is in the balancer's socket
+                finally:
+                    lb.send_signal(signal.SIGCONT)
+                # the caller is told A won
+                finals = []
+                while not finals:
+                    d = _recv(caller)
+                    assert d is not None, "the caller got no final answer"
+                    if d.sip().status >= 200:
+                        finals.append(d.sip())
+                assert finals[0].status == 302
+                assert CONTACT.search(finals[0].header("Contact")).groups() == (IP, str(ap))
+                # A's 302 is ACKed, and A is not cancelled
+                got_a = _recv(a, 2.0)
+                assert got_a is not None and got_a.sip().method == "ACK"
+                got_b = _recv(b, 1.0)
+                if b_final_in_batch:
+                    # B: the ACK of its 302, and no CANCEL (nothing else at all)
+                    assert got_b is not None and got_b.sip().method == "ACK"
+                    assert _recv(b, 1.0) is None
+                else:
+                    # B's transaction is still pending: it is cancelled (§9.1)
+                    assert got_b is not None and got_b.sip().method == "CANCEL"
+                    assert got_b.sip().header("Via") == pb.sip().header("Via")
+                    b.sendto(_answer(got_b, 200, "OK", "tb"), _via_dest(got_b))
+                    b.sendto(_answer(pb, 487, "Request Terminated", "tb"), _via_dest(pb))
+                    ack = _recv(b, 2.0)
+                    assert ack is not None and ack.sip().method == "ACK"
+                caller.sendto((
+                    f"ACK sip:bob@{IP}:{lport} SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP {IP}:{caller.getsockname()[1]};branch=z9hG4bK-{call}\r\n"
+                    f"Max-Forwards: 70\r\nFrom: <sip:alice@{IP}>;tag=a-{call}\r\n"
+                    f"To: {finals[0].header('To')}\r\nCall-ID: {call}@test\r\nCSeq: 1 ACK\r\n"
+                    "Content-Length: 0\r\n\r\n").encode(), (IP, lport))
+            lbc = stop(lb)
+    finally:
+        for s in (a, b, caller):
+            s.close()
+    assert lbc["cancels_spared"] == 1 and lbc["cancels_sent"] == 1
+    assert lbc["acks_sent"] == 4 and lbc["redirects"] == 2

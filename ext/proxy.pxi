@@ -447,6 +447,8 @@ cdef int64_t dlg_sweep(dlg_table_t* d, int64_t now, uint32_t budget) noexcept no
         d.cursor = (d.cursor + 1) & d.mask
     return dropped
 
+include "deleg.pxi"
+
 DEFER = -1                  # an on_invite decision: resume(txn, ...) comes later
 
 cdef enum:
@@ -544,6 +546,8 @@ cdef class UdpProxy:
     cdef uint64_t tag_salt
     cdef char boot[8]
     cdef object on_register, on_lookup, on_options, on_invite
+    cdef PeerMirror pm          # the compiled delegation decision (set_delegation)
+    cdef int pm_slot
     cdef Message m3
     cdef dlg_table_t dl
     cdef int64_t max_call_ms, defer_ms
@@ -827,6 +831,21 @@ cdef class UdpProxy:
                 self.on_invite = hook
             else:
                 raise TypeError(f"unknown hook {name!r}")
+
+    def set_delegation(self, mirror, int slot=0):
+        """Decide new out-of-dialog INVITEs here, with the compiled copy of
+        the peer table (a PeerMirror, or None to stop); slot: this
+        listener's place in it (its counters are part of the process's
+        load).  on_invite is then called only when the mirror cannot decide
+        (--share poll over the threshold)."""
+        if mirror is not None and not isinstance(mirror, PeerMirror):
+            raise TypeError("mirror must be a PeerMirror or None")
+        if not 0 <= slot < DG_MAX_PARTS:
+            raise ValueError("no such listener slot")
+        self.pm = mirror
+        self.pm_slot = slot
+        if mirror is not None and slot >= self.pm.nparts:
+            self.pm.nparts = slot + 1
 
     def set_pool(self, next_hops):
         """Replace the pool (or static next hops) at run time: (ip, port[,
@@ -2029,6 +2048,8 @@ cdef class UdpProxy:
         if c.invite and initial and find_header(m, "x-sipfast-probe", 15) >= 0:
             self._answer_probe(m, txn, c)
             return
+        if c.invite and initial and self.pm is not None and self._delegate(m, txn, c, src):
+            return
         if c.invite and initial and self.on_invite is not None:
             addr_text(src, ip, &port)
             try:
@@ -2040,6 +2061,30 @@ cdef class UdpProxy:
             self._decided(m, txn, c, src, decision)
             return
         self._route(m, txn, c, src, NULL, NULL, 0)
+
+    cdef bint _delegate(self, Message m, int64_t txn, cstore_t* c,
+                        sockaddr_storage* src) noexcept:
+        """The compiled decision for a new INVITE (deleg.pxi), carried out;
+        False when the control plane must decide it."""
+        cdef int target = -1, k
+        self.pm.part_calls[self.pm_slot] = self.pending_invites + self.dl.n
+        self.pm.part_pending[self.pm_slot] = self.pending_count
+        k = self.pm.decide(m, now_ms(), &target)
+        if k == DG_ASK:
+            return False
+        if k == DG_LOCAL:
+            self._route(m, txn, c, src, NULL, NULL, 0)
+        elif k == DG_REJECT:
+            fail(&c.err, 503, E_OK, -1)
+            tx_reply(&self.t, txn, 503, now_ms())
+        elif self.pm.direct:
+            self._direct(m, txn, c, src, &self.pm.peers[target].addr, self.pm.vline,
+                         self.pm.vlen)
+        else:
+            self.delegated += 1
+            self._route(m, txn, c, src, &self.pm.peers[target].addr, self.pm.vline,
+                        self.pm.vlen)
+        return True
 
     cdef void _decided(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src,
                        object decision) noexcept:

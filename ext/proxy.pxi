@@ -231,7 +231,7 @@ ctypedef struct cstore_t:
     uint8_t cancel          # the cell is a CANCEL's
     uint8_t invite          # the cell is an INVITE's
     uint8_t counted         # counted in `pending` (no final answer yet)
-    uint8_t direct          # relayed without our Via to bs[0].dst (detached)
+    uint8_t direct          # relayed to bs[0].dst, detached: 1 without our Via, 2 with it
     uint8_t deferred        # waiting for the control plane's resume()
     uint8_t rr              # we record-routed it
     uint8_t lb              # a balancer fan-out (probe branches)
@@ -566,7 +566,8 @@ cdef class UdpProxy:
     cdef object watch
     cdef readonly uint64_t tcp_accepted, tcp_connected, tcp_closed, tcp_errors
     cdef readonly int64_t pending_count, pending_invites
-    cdef readonly uint64_t delegated, relayed_direct, calls_ended, calls_expired
+    cdef readonly uint64_t delegated, relayed_direct, relayed_stateless, trying_absorbed
+    cdef readonly uint64_t calls_ended, calls_expired
     cdef int lb_mode, lb_first, retry_after
     cdef int64_t probe_ms
     cdef uint8_t hop_up[MAX_HOPS]
@@ -1008,6 +1009,8 @@ cdef class UdpProxy:
                       "dialogs": self.dl.n, "active_calls": self.pending_invites + self.dl.n,
                       "calls_ended": self.calls_ended, "calls_expired": self.calls_expired,
                       "delegated": self.delegated, "relayed_direct": self.relayed_direct,
+                      "relayed_stateless": self.relayed_stateless,
+                      "trying_absorbed": self.trying_absorbed,
                       "probes_sent": self.probes_sent, "probes_answered": self.probes_answered,
                       "redirects": self.redirects, "lb_relayed": self.lb_relayed,
                       "lb_no_winner": self.lb_no_winner})
@@ -1638,18 +1641,7 @@ cdef class UdpProxy:
             hv = fnv64(m.b + h.value_off, h.value_len, 14695981039346656037ULL)
             memcpy(&dst, &self.hops[hv % <uint64_t>self.nhops], sizeof(sockaddr_storage))
             self.out_tcp = self.hop_tcp[hv % <uint64_t>self.nhops]
-        if m.top_via.branch.off >= 0 and m.top_via.branch.len > 7:
-            hv = fnv64(m.b + m.top_via.branch.off, m.top_via.branch.len, 14695981039346656037ULL)
-        else:
-            hv = fnv64(m.b + m.top_via.text.off, m.top_via.text.len, 14695981039346656037ULL)
-            h = &m.hdrs[m.first[H_CALL_ID]]
-            hv = fnv64(m.b + h.value_off, h.value_len, hv)
-            hv = fnv64(m.b + m.sl_uri.off, m.sl_uri.len, hv)
-            hv ^= <uint64_t>m.cseq_num
-        hv = mix64(hv)
-        memcpy(br, b"z9hG4bK", 7)
-        for i in range(16):
-            br[7 + i] = HEXDIGITS[(hv >> (60 - 4 * i)) & 15]
+        derived_branch(m, br)
         self._push_via(m, br, 23, self.out_tcp)
         self._add_rr(m)
         total = self._apply(m, self._slot())
@@ -1694,7 +1686,7 @@ cdef class UdpProxy:
             # CANCEL and its ACK go to the same delegate, unanswered here
             k = tx_lookup(&self.t, m.b + br.off, br.len, <const uint8_t*>sentby, sl, TXM_INVITE)
             if k >= 0 and self.cs[k].direct:
-                self._relay_direct(m, src, &self.cs[k].bs[0].dst)
+                self._relay_direct(m, src, &self.cs[k].bs[0].dst, self.cs[k].direct)
                 return
         self.t.nacts = 0
         txn = tx_on_request(&self.t, m.b + br.off, br.len, <const uint8_t*>sentby, sl, meth,
@@ -2077,13 +2069,11 @@ cdef class UdpProxy:
         elif k == DG_REJECT:
             fail(&c.err, 503, E_OK, -1)
             tx_reply(&self.t, txn, 503, now_ms())
-        elif self.pm.direct:
-            self._direct(m, txn, c, src, &self.pm.peers[target].addr, self.pm.vline,
-                         self.pm.vlen)
         else:
-            self.delegated += 1
-            self._route(m, txn, c, src, &self.pm.peers[target].addr, self.pm.vline,
-                        self.pm.vlen)
+            if not self.pm.direct:
+                self.delegated += 1
+            self._direct(m, txn, c, src, &self.pm.peers[target].addr, self.pm.vline,
+                         self.pm.vlen, 1 if self.pm.direct else 2)
         return True
 
     cdef void _decided(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src,
@@ -2121,7 +2111,7 @@ cdef class UdpProxy:
                                   &dst) < 0:
                     raise ValueError("a delegate must be an IP address and port")
                 if direct:
-                    self._direct(m, txn, c, src, &dst, PyBytes_AS_STRING(extra), len(extra))
+                    self._direct(m, txn, c, src, &dst, PyBytes_AS_STRING(extra), len(extra), 1)
                 else:
                     self.delegated += 1
                     self._route(m, txn, c, src, &dst, PyBytes_AS_STRING(extra), len(extra))
@@ -2130,10 +2120,16 @@ cdef class UdpProxy:
             tx_reply(&self.t, txn, 500, now_ms())
 
     cdef void _direct(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src,
-                      sockaddr_storage* dst, const char* extra, int extra_len) noexcept:
-        """Relay the INVITE without our Via (nor Record-Route): the delegate
-        answers the caller directly; this cell only remembers where the
-        INVITE went, for its retransmissions, CANCEL and ACK."""
+                      sockaddr_storage* dst, const char* extra, int extra_len,
+                      int mode) noexcept:
+        """Relay the INVITE to a delegate without a client transaction (nor
+        Record-Route); this cell only remembers where the INVITE went, for
+        its retransmissions, CANCEL and ACK.  Mode 1 (--reply-path direct):
+        without our Via, the delegate answers the caller directly.  Mode 2
+        (--reply-path via): as a stateless proxy does (§16.11), our Via with
+        a branch derived from the incoming one, so the relayed
+        retransmissions, CANCEL and ACK match the delegate's transaction;
+        its responses come back to us and go on by that Via, popped."""
         cdef perr_t err
         cdef sockaddr_storage ignored
         if self._prepare(m, src, &ignored, &err, False) < 0:
@@ -2141,30 +2137,42 @@ cdef class UdpProxy:
             tx_reply(&self.t, txn, err.status, now_ms())
             return
         self.out_tcp = False
-        if self._branch(m, txn, c, 0, dst, NULL, 0, extra, extra_len, False) < 0 \
+        if self._branch(m, txn, c, 0, dst, NULL, 0, extra, extra_len,
+                        0 if mode == 1 else 2) < 0 \
                 or tx_detach(&self.t, txn, now_ms()) < 0:
             fail(&c.err, 500, E_OK, -1)
             tx_reply(&self.t, txn, 500, now_ms())
             return
-        c.direct = 1
+        c.direct = mode
         self.any_direct = True
         self._answered(c, 0)        # not ours to answer any more
         self._send_down(&c.bs[0], c.bs[0].req.p, c.bs[0].req.len)
-        self.relayed_direct += 1
+        if mode == 1:
+            self.relayed_direct += 1
+        else:
+            self.relayed_stateless += 1
 
     cdef void _relay_direct(self, Message m, sockaddr_storage* src,
-                            sockaddr_storage* dst) noexcept:
-        """A later request of a directly relayed INVITE, sent on the same way."""
+                            sockaddr_storage* dst, int mode) noexcept:
+        """A later request of a relayed INVITE (_direct's mode), sent on the
+        same way."""
         cdef perr_t err
         cdef sockaddr_storage ignored
         cdef Py_ssize_t total
+        cdef char br[23]
         self._prepare(m, src, &ignored, &err, False)   # our edits; the target is known
+        if mode == 2:
+            derived_branch(m, br)
+            self._push_via(m, br, 23, False)
         total = self._apply(m, self._slot())
         if total < 0:
             self.dropped += 1
             return
         self._queue(total, dst, self.sfd)     # a delegate is reached over UDP
-        self.relayed_direct += 1
+        if mode == 1:
+            self.relayed_direct += 1
+        else:
+            self.relayed_stateless += 1
 
     cdef void _route(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src,
                      sockaddr_storage* forced, const char* extra, int extra_len) noexcept:
@@ -2228,11 +2236,12 @@ cdef class UdpProxy:
 
     cdef int _branch(self, Message m, int64_t txn, cstore_t* c, int b,
                      const sockaddr_storage* dst, const char* ruri, int ruri_len,
-                     const char* extra, int extra_len, bint via) noexcept:
+                     const char* extra, int extra_len, int via) noexcept:
         """Build the copy of m for client branch b into its store: the common
-        edits of _prepare, our Via with the cell's branch (unless `via` is
-        false), for a location target the new Request-URI, and the extra
-        header lines.  1, or -1 on failure."""
+        edits of _prepare, our Via with the cell's branch (via 1; via 2: the
+        branch derived from the request's own, §16.11; via 0: no Via), for
+        a location target the new Request-URI, and the extra header lines.
+        1, or -1 on failure."""
         cdef fedit_t* e = &self.ed
         cdef int n0 = e.n, an0 = e.an, i, start, nb
         cdef char br[SF_BRANCH_LEN]
@@ -2259,7 +2268,10 @@ cdef class UdpProxy:
         br[33] = 46
         br[34] = HEXDIGITS[(b >> 4) & 15]
         br[35] = HEXDIGITS[b & 15]
-        if via:
+        if via == 2:
+            derived_branch(m, br)
+            self._push_via(m, br, 23, self.out_tcp)
+        elif via:
             self._push_via(m, br, SF_BRANCH_LEN, self.out_tcp)
             self._add_rr(m)
         if extra_len > 0:
@@ -2536,6 +2548,11 @@ cdef class UdpProxy:
         if s < 0:
             self.dropped += 1           # a response for us alone: stateless drops it
             return
+        if self.stateful and m.status_code == 100:
+            # the 100 of a delegate we relayed an INVITE to statelessly: the
+            # caller had ours (a 100 is hop by hop, §16.7 step 5)
+            self.trying_absorbed += 1
+            return
         x = list_element_end(m.b, s, vend)
         if x < 0 or scan_via(m.b, s, x, &nv, &err) < 0:
             self.dropped += 1
@@ -2681,6 +2698,28 @@ cdef class UdpProxy:
         if scan_naddr(m.b, h.value_off, h.value_off + h.value_len, &na, &err, H_TO, False) < 0:
             return False
         return na.tag.off >= 0
+
+
+cdef void derived_branch(Message m, char* br) noexcept nogil:
+    """§16.11: our branch (23 characters at br) derived from the request's
+    own, so its retransmissions, its CANCEL and the ACK of a non-2xx get
+    the same one (for a pre-3261 branch: from the Via, Call-ID,
+    Request-URI and CSeq number, which those share)."""
+    cdef uint64_t hv
+    cdef hdr_t* h
+    cdef int i
+    if m.top_via.branch.off >= 0 and m.top_via.branch.len > 7:
+        hv = fnv64(m.b + m.top_via.branch.off, m.top_via.branch.len, 14695981039346656037ULL)
+    else:
+        hv = fnv64(m.b + m.top_via.text.off, m.top_via.text.len, 14695981039346656037ULL)
+        h = &m.hdrs[m.first[H_CALL_ID]]
+        hv = fnv64(m.b + h.value_off, h.value_len, hv)
+        hv = fnv64(m.b + m.sl_uri.off, m.sl_uri.len, hv)
+        hv ^= <uint64_t>m.cseq_num
+    hv = mix64(hv)
+    memcpy(br, b"z9hG4bK", 7)
+    for i in range(16):
+        br[7 + i] = HEXDIGITS[(hv >> (60 - 4 * i)) & 15]
 
 
 cdef inline int fmt_int(char* out, int64_t v) noexcept nogil:

@@ -202,3 +202,83 @@ def test_the_proxy_decides_in_c_and_delegates_on_the_wire():
     assert m.assigned(0) == 1 and px.stats()["delegated"] == 1
     for s in (front, peer, callee, caller):
         s.close()
+
+
+def test_a_delegated_invite_is_relayed_statelessly_with_a_derived_branch():
+    """--reply-path via, decided in C: our Via with a branch derived from
+    the caller's (§16.11), no client transaction: a retransmission and the
+    CANCEL reach the same delegate with the same branch (so the delegate
+    matches them to its transaction), the delegate's 100 is not relayed
+    (the caller had ours), its 180 and 487 go to the caller with our Via
+    popped, the ACK of the 487 follows the INVITE; nothing stays counted."""
+    def sock() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(2.0)
+        return s
+    front, peer, callee, caller = sock(), sock(), sock(), sock()
+    front.setblocking(False)
+    fport, pport, cport, uport = (s.getsockname()[1] for s in (front, peer, callee, caller))
+    px = UdpProxy(front.fileno(), "127.0.0.1", fport, [("127.0.0.1", cport)], stateful=True)
+    px.set_hooks(on_invite=lambda *a: pytest.fail("on_invite called"))
+    m = PeerMirror([("127.0.0.1", pport)], [("127.0.0.1", fport)], f"sip:127.0.0.1:{fport}",
+                   threshold=0.0, capacity=1, pending_limit=500, max_age=5.0)
+    px.set_delegation(m, 0)
+    m.set_report(0, 0, 0, 100, 0, 0.0)
+    data = invite([], 70).replace(b"127.0.0.1:6000", f"127.0.0.1:{uport}".encode())
+
+    def to_front(msg: bytes, src: socket.socket) -> None:
+        src.sendto(msg, ("127.0.0.1", fport))
+        px.on_readable()
+
+    def silent(s: socket.socket) -> bool:
+        s.settimeout(0.2)
+        try:
+            s.recv(65535)
+        except TimeoutError:
+            return True
+        finally:
+            s.settimeout(2.0)
+        return False
+    to_front(data, caller)
+    assert sipfast.parse(caller.recv(65535)).status == 100        # ours, at once
+    first = sipfast.parse(peer.recv(65535))
+    to_front(data, caller)                                          # a retransmission
+    again = sipfast.parse(peer.recv(65535))
+    b = first.vias[0].branch
+    assert b.startswith("z9hG4bK") and not b.startswith("z9hG4bKsf") and again.vias[0].branch == b
+    assert [v.branch for v in first.vias[1:]] == ["z9hG4bKgen"]
+    assert first.get("X-Sipfast-Visited") == f"sip:127.0.0.1:{fport}"
+
+    def answer(status: int, reason: str, req, to_tag: str = "") -> bytes:
+        vias = "".join(f"Via: {v}\r\n" for v in req.vias)
+        tag = f";tag={to_tag}" if to_tag else ""
+        return (f"SIP/2.0 {status} {reason}\r\n{vias}From: {req.get('From')}\r\n"
+                f"To: {req.get('To')}{tag}\r\nCall-ID: {req.call_id}\r\n"
+                f"CSeq: {req.cseq} {req.cseq_method}\r\nContent-Length: 0\r\n\r\n").encode()
+    peer.sendto(answer(100, "Trying", first), ("127.0.0.1", fport))
+    peer.sendto(answer(180, "Ringing", first, "d1"), ("127.0.0.1", fport))
+    px.on_readable()
+    ringing = sipfast.parse(caller.recv(65535))
+    assert ringing.status == 180 and [v.branch for v in ringing.vias] == ["z9hG4bKgen"]
+    assert silent(caller)                                           # no second 100
+    cancel = data.replace(b"INVITE sip:bob@127.0.0.1:5090 SIP/2.0",
+                          b"CANCEL sip:bob@127.0.0.1:5090 SIP/2.0").replace(
+                              b"CSeq: 1 INVITE", b"CSeq: 1 CANCEL")
+    to_front(cancel, caller)
+    relayed = sipfast.parse(peer.recv(65535))
+    assert relayed.method == "CANCEL" and relayed.vias[0].branch == b
+    assert silent(caller)                   # the delegate answers the CANCEL, not us
+    peer.sendto(answer(487, "Request Terminated", first, "d1"), ("127.0.0.1", fport))
+    px.on_readable()
+    assert sipfast.parse(caller.recv(65535)).status == 487
+    ack = cancel.replace(b"CANCEL sip:", b"ACK sip:").replace(b"CSeq: 1 CANCEL", b"CSeq: 1 ACK")
+    to_front(ack, caller)
+    got = sipfast.parse(peer.recv(65535))
+    assert got.method == "ACK" and got.vias[0].branch == b
+    assert silent(callee)
+    st = px.stats()
+    assert st["relayed_stateless"] == 4 and st["trying_absorbed"] == 1
+    assert st["delegated"] == 1 and st["pending"] == 0 and st["active_calls"] == 0
+    for s in (front, peer, callee, caller):
+        s.close()

@@ -1688,6 +1688,12 @@ cdef class UdpProxy:
             if k >= 0 and self.cs[k].direct:
                 self._relay_direct(m, src, &self.cs[k].bs[0].dst, self.cs[k].direct)
                 return
+        if self.pm is not None and meth != TXM_ACK and self._not_on_route(m):
+            # a delegating peer: a request of a dialog another proxy
+            # record-routed, sent to us anyway (SIPp sends the ACK and BYE
+            # to the address it called): one stateless forward, §16.11
+            self._forward_stateless(m, src, fd)
+            return
         self.t.nacts = 0
         txn = tx_on_request(&self.t, m.b + br.off, br.len, <const uint8_t*>sentby, sl, meth,
                             now_ms())
@@ -1698,6 +1704,22 @@ cdef class UdpProxy:
             else:
                 self.request_retransmissions += 1
         self._run(m, src, fd)
+
+    cdef bint _not_on_route(self, Message m) noexcept:
+        """An in-dialog request (To tag) whose first Route names another
+        proxy: a dialog this proxy is not on the route set of."""
+        cdef perr_t err
+        cdef naddr_t route
+        cdef hdr_t* h
+        cdef Py_ssize_t x
+        if m.first[H_ROUTE] < 0 or m.first[H_TO] < 0 \
+                or not self._has_tag(m, &m.hdrs[m.first[H_TO]]):
+            return False
+        h = &m.hdrs[m.first[H_ROUTE]]
+        x = list_element_end(m.b, h.value_off, h.value_off + h.value_len)
+        if x < 0 or scan_naddr(m.b, h.value_off, x, &route, &err, H_ROUTE) < 0:
+            return False        # the stateful path answers 400
+        return route.uri.kind != 0 and not self._names_us(m, &route.uri)
 
     cdef void _run(self, Message m, sockaddr_storage* src, int fd) noexcept:
         """Carry out the transaction layer's actions (they may add more)."""
@@ -2517,6 +2539,22 @@ cdef class UdpProxy:
         tx_on_response(&self.t, txn, b, m.status_code, now_ms())
         self._run(m, NULL, fd)
 
+    cdef bint _relayed_invite(self, Message m, via_t* nv) noexcept:
+        """The Via under ours names an INVITE this proxy relayed with its
+        Via and a derived branch (its detached cell, _direct mode 2)."""
+        cdef char sentby[ADDR_TEXT + 8]
+        cdef int sl, k
+        if nv.branch.off < 0:
+            return False
+        sl = nv.host.len if nv.host.len < ADDR_TEXT else ADDR_TEXT
+        memcpy(sentby, m.b + nv.host.off, sl)
+        sentby[sl] = 58
+        sl += 1
+        sl += fmt_int(sentby + sl, nv.port if nv.port > 0 else 5060)
+        k = tx_lookup(&self.t, m.b + nv.branch.off, nv.branch.len, <const uint8_t*>sentby, sl,
+                      TXM_INVITE)
+        return k >= 0 and self.cs[k].direct == 2
+
     cdef void _response_stateless(self, Message m) noexcept:
         """Pop our Via (top_via scanned) and send to the next Via's
         received/rport or sent-by (§16.11, §18.2.2)."""
@@ -2548,14 +2586,14 @@ cdef class UdpProxy:
         if s < 0:
             self.dropped += 1           # a response for us alone: stateless drops it
             return
-        if self.stateful and m.status_code == 100:
-            # the 100 of a delegate we relayed an INVITE to statelessly: the
-            # caller had ours (a 100 is hop by hop, §16.7 step 5)
-            self.trying_absorbed += 1
-            return
         x = list_element_end(m.b, s, vend)
         if x < 0 or scan_via(m.b, s, x, &nv, &err) < 0:
             self.dropped += 1
+            return
+        if m.status_code == 100 and self.any_direct and self._relayed_invite(m, &nv):
+            # the delegate's 100 for an INVITE we relayed (_direct mode 2):
+            # the caller had ours (a 100 is hop by hop, §16.7 step 5)
+            self.trying_absorbed += 1
             return
         host = nv.received if nv.received.off >= 0 else nv.host
         port = nv.port if nv.port > 0 else 5060

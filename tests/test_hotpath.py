@@ -24,7 +24,7 @@ HOT = {
     "_via_is_ours", "_reply", "_build_reply", "_has_tag", "_relay_direct", "_direct",
     "_fanout", "_on_probe", "_won", "_no_winner", "_answer_probe", "_conn_read",
     "_conn_write", "_conn_flush", "_tcp_send", "_conn_index", "_names_us", "_ruri_is_us",
-    "_delegate",
+    "_delegate", "_not_on_route", "_relayed_invite",
     # ext/deleg.pxi: the delegation decision, once per new INVITE
     "decide", "_lowest", "dg_visited", "dg_parse_identity",
 }

@@ -282,3 +282,45 @@ def test_a_delegated_invite_is_relayed_statelessly_with_a_derived_branch():
     assert st["delegated"] == 1 and st["pending"] == 0 and st["active_calls"] == 0
     for s in (front, peer, callee, caller):
         s.close()
+
+
+@pytest.mark.parametrize("delegating", [True, False])
+def test_a_dialog_request_for_another_proxy_is_forwarded_statelessly(delegating):
+    """A BYE whose first Route names the delegate (the caller sent it to us
+    anyway, as SIPp does): a delegating peer forwards it once, statelessly
+    (derived branch, no transaction, its 200 relayed); a plain stateful
+    proxy keeps its transaction (our cell's branch)."""
+    def sock() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(2.0)
+        return s
+    front, peer, caller = sock(), sock(), sock()
+    front.setblocking(False)
+    fport, pport, uport = (s.getsockname()[1] for s in (front, peer, caller))
+    px = UdpProxy(front.fileno(), "127.0.0.1", fport, [("127.0.0.1", 9)], stateful=True)
+    if delegating:
+        px.set_delegation(PeerMirror([("127.0.0.1", pport)], [("127.0.0.1", fport)],
+                                     f"sip:127.0.0.1:{fport}", threshold=0.5, capacity=10,
+                                     pending_limit=500, max_age=5.0), 0)
+    bye = (f"BYE sip:bob@127.0.0.1:5090 SIP/2.0\r\n"
+           f"Via: SIP/2.0/UDP 127.0.0.1:{uport};branch=z9hG4bKbye1;rport\r\n"
+           f"Route: <sip:127.0.0.1:{pport};lr>\r\nMax-Forwards: 70\r\n"
+           "From: <sip:alice@127.0.0.1>;tag=a\r\nTo: <sip:bob@127.0.0.1>;tag=b\r\n"
+           "Call-ID: dlg-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n").encode()
+    caller.sendto(bye, ("127.0.0.1", fport))
+    px.on_readable()
+    got = sipfast.parse(peer.recv(65535))
+    assert got.method == "BYE" and got.get("Route") == f"<sip:127.0.0.1:{pport};lr>"
+    b = got.vias[0].branch
+    assert b.startswith("z9hG4bKsf") != delegating
+    assert px.stats()["transactions"] == (0 if delegating else 1)
+    vias = "".join(f"Via: {v}\r\n" for v in got.vias)
+    peer.sendto((f"SIP/2.0 200 OK\r\n{vias}From: {got.get('From')}\r\nTo: {got.get('To')}\r\n"
+                 "Call-ID: dlg-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n").encode(),
+                ("127.0.0.1", fport))
+    px.on_readable()
+    ok = sipfast.parse(caller.recv(65535))
+    assert ok.status == 200 and [v.branch for v in ok.vias] == ["z9hG4bKbye1"]
+    for s in (front, peer, caller):
+        s.close()

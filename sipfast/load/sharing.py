@@ -1,7 +1,10 @@
 """The control-plane object of a delegating proxy: it measures this
 process's load, shares it with the peers over SIP (push, poll, continuous),
 answers their OPTIONS through the compiled loop's ``on_options`` hook and
-decides each new INVITE in ``on_invite`` (README "Delegating peers").
+feeds the compiled copy of the peer table (``PeerMirror``), which decides
+each new INVITE in C; ``on_invite`` decides only what C hands over
+(``--share poll`` over the threshold) and, with proxies that have no
+``set_delegation`` (tests' fakes), every INVITE (README "Delegating peers").
 
 Its own UDP socket (an ephemeral port on the proxy's first listen address,
 so peers see the IP they know it by) sends the OPTIONS requests: pushes and

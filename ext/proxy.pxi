@@ -231,7 +231,7 @@ ctypedef struct cstore_t:
     uint8_t cancel          # the cell is a CANCEL's
     uint8_t invite          # the cell is an INVITE's
     uint8_t counted         # counted in `pending` (no final answer yet)
-    uint8_t direct          # relayed without our Via to bs[0].dst (detached)
+    uint8_t direct          # relayed to bs[0].dst, detached: 1 without our Via, 2 with it
     uint8_t deferred        # waiting for the control plane's resume()
     uint8_t rr              # we record-routed it
     uint8_t lb              # a balancer fan-out (probe branches)
@@ -447,6 +447,8 @@ cdef int64_t dlg_sweep(dlg_table_t* d, int64_t now, uint32_t budget) noexcept no
         d.cursor = (d.cursor + 1) & d.mask
     return dropped
 
+include "deleg.pxi"
+
 DEFER = -1                  # an on_invite decision: resume(txn, ...) comes later
 
 cdef enum:
@@ -544,6 +546,8 @@ cdef class UdpProxy:
     cdef uint64_t tag_salt
     cdef char boot[8]
     cdef object on_register, on_lookup, on_options, on_invite
+    cdef PeerMirror pm          # the compiled delegation decision (set_delegation)
+    cdef int pm_slot
     cdef Message m3
     cdef dlg_table_t dl
     cdef int64_t max_call_ms, defer_ms
@@ -562,7 +566,8 @@ cdef class UdpProxy:
     cdef object watch
     cdef readonly uint64_t tcp_accepted, tcp_connected, tcp_closed, tcp_errors
     cdef readonly int64_t pending_count, pending_invites
-    cdef readonly uint64_t delegated, relayed_direct, calls_ended, calls_expired
+    cdef readonly uint64_t delegated, relayed_direct, relayed_stateless, trying_absorbed
+    cdef readonly uint64_t calls_ended, calls_expired
     cdef int lb_mode, lb_first, retry_after
     cdef int64_t probe_ms
     cdef uint8_t hop_up[MAX_HOPS]
@@ -835,6 +840,21 @@ cdef class UdpProxy:
             else:
                 raise TypeError(f"unknown hook {name!r}")
 
+    def set_delegation(self, mirror, int slot=0):
+        """Decide new out-of-dialog INVITEs here, with the compiled copy of
+        the peer table (a PeerMirror, or None to stop); slot: this
+        listener's place in it (its counters are part of the process's
+        load).  on_invite is then called only when the mirror cannot decide
+        (--share poll over the threshold)."""
+        if mirror is not None and not isinstance(mirror, PeerMirror):
+            raise TypeError("mirror must be a PeerMirror or None")
+        if not 0 <= slot < DG_MAX_PARTS:
+            raise ValueError("no such listener slot")
+        self.pm = mirror
+        self.pm_slot = slot
+        if mirror is not None and slot >= self.pm.nparts:
+            self.pm.nparts = slot + 1
+
     def set_pool(self, next_hops):
         """Replace the pool (or static next hops) at run time: (ip, port[,
         transport]) entries; every member starts up.  Transactions in flight
@@ -997,6 +1017,8 @@ cdef class UdpProxy:
                       "dialogs": self.dl.n, "active_calls": self.pending_invites + self.dl.n,
                       "calls_ended": self.calls_ended, "calls_expired": self.calls_expired,
                       "delegated": self.delegated, "relayed_direct": self.relayed_direct,
+                      "relayed_stateless": self.relayed_stateless,
+                      "trying_absorbed": self.trying_absorbed,
                       "probes_sent": self.probes_sent, "probes_answered": self.probes_answered,
                       "redirects": self.redirects, "lb_relayed": self.lb_relayed,
                       "lb_no_winner": self.lb_no_winner})
@@ -1650,18 +1672,7 @@ cdef class UdpProxy:
             hv = fnv64(m.b + h.value_off, h.value_len, 14695981039346656037ULL)
             memcpy(&dst, &self.hops[hv % <uint64_t>self.nhops], sizeof(sockaddr_storage))
             self.out_tcp = self.hop_tcp[hv % <uint64_t>self.nhops]
-        if m.top_via.branch.off >= 0 and m.top_via.branch.len > 7:
-            hv = fnv64(m.b + m.top_via.branch.off, m.top_via.branch.len, 14695981039346656037ULL)
-        else:
-            hv = fnv64(m.b + m.top_via.text.off, m.top_via.text.len, 14695981039346656037ULL)
-            h = &m.hdrs[m.first[H_CALL_ID]]
-            hv = fnv64(m.b + h.value_off, h.value_len, hv)
-            hv = fnv64(m.b + m.sl_uri.off, m.sl_uri.len, hv)
-            hv ^= <uint64_t>m.cseq_num
-        hv = mix64(hv)
-        memcpy(br, b"z9hG4bK", 7)
-        for i in range(16):
-            br[7 + i] = HEXDIGITS[(hv >> (60 - 4 * i)) & 15]
+        derived_branch(m, br)
         self._push_via(m, br, 23, self.out_tcp)
         self._add_rr(m)
         total = self._apply(m, self._slot())
@@ -1706,8 +1717,14 @@ cdef class UdpProxy:
             # CANCEL and its ACK go to the same delegate, unanswered here
             k = tx_lookup(&self.t, m.b + br.off, br.len, <const uint8_t*>sentby, sl, TXM_INVITE)
             if k >= 0 and self.cs[k].direct:
-                self._relay_direct(m, src, &self.cs[k].bs[0].dst)
+                self._relay_direct(m, src, &self.cs[k].bs[0].dst, self.cs[k].direct)
                 return
+        if self.pm is not None and meth != TXM_ACK and self._not_on_route(m):
+            # a delegating peer: a request of a dialog another proxy
+            # record-routed, sent to us anyway (SIPp sends the ACK and BYE
+            # to the address it called): one stateless forward, §16.11
+            self._forward_stateless(m, src, fd)
+            return
         self.t.nacts = 0
         txn = tx_on_request(&self.t, m.b + br.off, br.len, <const uint8_t*>sentby, sl, meth,
                             now_ms())
@@ -1718,6 +1735,22 @@ cdef class UdpProxy:
             else:
                 self.request_retransmissions += 1
         self._run(m, src, fd)
+
+    cdef bint _not_on_route(self, Message m) noexcept:
+        """An in-dialog request (To tag) whose first Route names another
+        proxy: a dialog this proxy is not on the route set of."""
+        cdef perr_t err
+        cdef naddr_t route
+        cdef hdr_t* h
+        cdef Py_ssize_t x
+        if m.first[H_ROUTE] < 0 or m.first[H_TO] < 0 \
+                or not self._has_tag(m, &m.hdrs[m.first[H_TO]]):
+            return False
+        h = &m.hdrs[m.first[H_ROUTE]]
+        x = list_element_end(m.b, h.value_off, h.value_off + h.value_len)
+        if x < 0 or scan_naddr(m.b, h.value_off, x, &route, &err, H_ROUTE) < 0:
+            return False        # the stateful path answers 400
+        return route.uri.kind != 0 and not self._names_us(m, &route.uri)
 
     cdef void _run(self, Message m, sockaddr_storage* src, int fd) noexcept:
         """Carry out the transaction layer's actions (they may add more)."""
@@ -2065,6 +2098,8 @@ cdef class UdpProxy:
         if c.invite and initial and find_header(m, "x-sipfast-probe", 15) >= 0:
             self._answer_probe(m, txn, c)
             return
+        if c.invite and initial and self.pm is not None and self._delegate(m, txn, c, src):
+            return
         if c.invite and initial and self.on_invite is not None:
             addr_text(src, ip, &port)
             try:
@@ -2076,6 +2111,28 @@ cdef class UdpProxy:
             self._decided(m, txn, c, src, decision)
             return
         self._route(m, txn, c, src, NULL, NULL, 0)
+
+    cdef bint _delegate(self, Message m, int64_t txn, cstore_t* c,
+                        sockaddr_storage* src) noexcept:
+        """The compiled decision for a new INVITE (deleg.pxi), carried out;
+        False when the control plane must decide it."""
+        cdef int target = -1, k
+        self.pm.part_calls[self.pm_slot] = self.pending_invites + self.dl.n
+        self.pm.part_pending[self.pm_slot] = self.pending_count
+        k = self.pm.decide(m, now_ms(), &target)
+        if k == DG_ASK:
+            return False
+        if k == DG_LOCAL:
+            self._route(m, txn, c, src, NULL, NULL, 0)
+        elif k == DG_REJECT:
+            fail(&c.err, 503, E_OK, -1)
+            tx_reply(&self.t, txn, 503, now_ms())
+        else:
+            if not self.pm.direct:
+                self.delegated += 1
+            self._direct(m, txn, c, src, &self.pm.peers[target].addr, self.pm.vline,
+                         self.pm.vlen, 1 if self.pm.direct else 2)
+        return True
 
     cdef void _decided(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src,
                        object decision) noexcept:
@@ -2112,7 +2169,7 @@ cdef class UdpProxy:
                                   &dst) < 0:
                     raise ValueError("a delegate must be an IP address and port")
                 if direct:
-                    self._direct(m, txn, c, src, &dst, PyBytes_AS_STRING(extra), len(extra))
+                    self._direct(m, txn, c, src, &dst, PyBytes_AS_STRING(extra), len(extra), 1)
                 else:
                     self.delegated += 1
                     self._route(m, txn, c, src, &dst, PyBytes_AS_STRING(extra), len(extra))
@@ -2121,10 +2178,16 @@ cdef class UdpProxy:
             tx_reply(&self.t, txn, 500, now_ms())
 
     cdef void _direct(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src,
-                      sockaddr_storage* dst, const char* extra, int extra_len) noexcept:
-        """Relay the INVITE without our Via (nor Record-Route): the delegate
-        answers the caller directly; this cell only remembers where the
-        INVITE went, for its retransmissions, CANCEL and ACK."""
+                      sockaddr_storage* dst, const char* extra, int extra_len,
+                      int mode) noexcept:
+        """Relay the INVITE to a delegate without a client transaction (nor
+        Record-Route); this cell only remembers where the INVITE went, for
+        its retransmissions, CANCEL and ACK.  Mode 1 (--reply-path direct):
+        without our Via, the delegate answers the caller directly.  Mode 2
+        (--reply-path via): as a stateless proxy does (§16.11), our Via with
+        a branch derived from the incoming one, so the relayed
+        retransmissions, CANCEL and ACK match the delegate's transaction;
+        its responses come back to us and go on by that Via, popped."""
         cdef perr_t err
         cdef sockaddr_storage ignored
         if self._prepare(m, src, &ignored, &err, False) < 0:
@@ -2132,30 +2195,42 @@ cdef class UdpProxy:
             tx_reply(&self.t, txn, err.status, now_ms())
             return
         self.out_tcp = False
-        if self._branch(m, txn, c, 0, dst, NULL, 0, extra, extra_len, False) < 0 \
+        if self._branch(m, txn, c, 0, dst, NULL, 0, extra, extra_len,
+                        0 if mode == 1 else 2) < 0 \
                 or tx_detach(&self.t, txn, now_ms()) < 0:
             fail(&c.err, 500, E_OK, -1)
             tx_reply(&self.t, txn, 500, now_ms())
             return
-        c.direct = 1
+        c.direct = mode
         self.any_direct = True
         self._answered(c, 0)        # not ours to answer any more
         self._send_down(&c.bs[0], c.bs[0].req.p, c.bs[0].req.len)
-        self.relayed_direct += 1
+        if mode == 1:
+            self.relayed_direct += 1
+        else:
+            self.relayed_stateless += 1
 
     cdef void _relay_direct(self, Message m, sockaddr_storage* src,
-                            sockaddr_storage* dst) noexcept:
-        """A later request of a directly relayed INVITE, sent on the same way."""
+                            sockaddr_storage* dst, int mode) noexcept:
+        """A later request of a relayed INVITE (_direct's mode), sent on the
+        same way."""
         cdef perr_t err
         cdef sockaddr_storage ignored
         cdef Py_ssize_t total
+        cdef char br[23]
         self._prepare(m, src, &ignored, &err, False)   # our edits; the target is known
+        if mode == 2:
+            derived_branch(m, br)
+            self._push_via(m, br, 23, False)
         total = self._apply(m, self._slot())
         if total < 0:
             self.dropped += 1
             return
         self._queue(total, dst, self.sfd)     # a delegate is reached over UDP
-        self.relayed_direct += 1
+        if mode == 1:
+            self.relayed_direct += 1
+        else:
+            self.relayed_stateless += 1
 
     cdef void _route(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src,
                      sockaddr_storage* forced, const char* extra, int extra_len) noexcept:
@@ -2219,11 +2294,12 @@ cdef class UdpProxy:
 
     cdef int _branch(self, Message m, int64_t txn, cstore_t* c, int b,
                      const sockaddr_storage* dst, const char* ruri, int ruri_len,
-                     const char* extra, int extra_len, bint via) noexcept:
+                     const char* extra, int extra_len, int via) noexcept:
         """Build the copy of m for client branch b into its store: the common
-        edits of _prepare, our Via with the cell's branch (unless `via` is
-        false), for a location target the new Request-URI, and the extra
-        header lines.  1, or -1 on failure."""
+        edits of _prepare, our Via with the cell's branch (via 1; via 2: the
+        branch derived from the request's own, §16.11; via 0: no Via), for
+        a location target the new Request-URI, and the extra header lines.
+        1, or -1 on failure."""
         cdef fedit_t* e = &self.ed
         cdef int n0 = e.n, an0 = e.an, i, start, nb
         cdef char br[SF_BRANCH_LEN]
@@ -2250,7 +2326,10 @@ cdef class UdpProxy:
         br[33] = 46
         br[34] = HEXDIGITS[(b >> 4) & 15]
         br[35] = HEXDIGITS[b & 15]
-        if via:
+        if via == 2:
+            derived_branch(m, br)
+            self._push_via(m, br, 23, self.out_tcp)
+        elif via:
             self._push_via(m, br, SF_BRANCH_LEN, self.out_tcp)
             self._add_rr(m)
         if extra_len > 0:
@@ -2496,6 +2575,22 @@ cdef class UdpProxy:
         tx_on_response(&self.t, txn, b, m.status_code, now_ms())
         self._run(m, NULL, fd)
 
+    cdef bint _relayed_invite(self, Message m, via_t* nv) noexcept:
+        """The Via under ours names an INVITE this proxy relayed with its
+        Via and a derived branch (its detached cell, _direct mode 2)."""
+        cdef char sentby[ADDR_TEXT + 8]
+        cdef int sl, k
+        if nv.branch.off < 0:
+            return False
+        sl = nv.host.len if nv.host.len < ADDR_TEXT else ADDR_TEXT
+        memcpy(sentby, m.b + nv.host.off, sl)
+        sentby[sl] = 58
+        sl += 1
+        sl += fmt_int(sentby + sl, nv.port if nv.port > 0 else 5060)
+        k = tx_lookup(&self.t, m.b + nv.branch.off, nv.branch.len, <const uint8_t*>sentby, sl,
+                      TXM_INVITE)
+        return k >= 0 and self.cs[k].direct == 2
+
     cdef void _response_stateless(self, Message m) noexcept:
         """Pop our Via (top_via scanned) and send to the next Via's
         received/rport or sent-by (§16.11, §18.2.2)."""
@@ -2530,6 +2625,11 @@ cdef class UdpProxy:
         x = list_element_end(m.b, s, vend)
         if x < 0 or scan_via(m.b, s, x, &nv, &err) < 0:
             self.dropped += 1
+            return
+        if m.status_code == 100 and self.any_direct and self._relayed_invite(m, &nv):
+            # the delegate's 100 for an INVITE we relayed (_direct mode 2):
+            # the caller had ours (a 100 is hop by hop, §16.7 step 5)
+            self.trying_absorbed += 1
             return
         host = nv.received if nv.received.off >= 0 else nv.host
         port = nv.port if nv.port > 0 else 5060
@@ -2672,6 +2772,28 @@ cdef class UdpProxy:
         if scan_naddr(m.b, h.value_off, h.value_off + h.value_len, &na, &err, H_TO, False) < 0:
             return False
         return na.tag.off >= 0
+
+
+cdef void derived_branch(Message m, char* br) noexcept nogil:
+    """§16.11: our branch (23 characters at br) derived from the request's
+    own, so its retransmissions, its CANCEL and the ACK of a non-2xx get
+    the same one (for a pre-3261 branch: from the Via, Call-ID,
+    Request-URI and CSeq number, which those share)."""
+    cdef uint64_t hv
+    cdef hdr_t* h
+    cdef int i
+    if m.top_via.branch.off >= 0 and m.top_via.branch.len > 7:
+        hv = fnv64(m.b + m.top_via.branch.off, m.top_via.branch.len, 14695981039346656037ULL)
+    else:
+        hv = fnv64(m.b + m.top_via.text.off, m.top_via.text.len, 14695981039346656037ULL)
+        h = &m.hdrs[m.first[H_CALL_ID]]
+        hv = fnv64(m.b + h.value_off, h.value_len, hv)
+        hv = fnv64(m.b + m.sl_uri.off, m.sl_uri.len, hv)
+        hv ^= <uint64_t>m.cseq_num
+    hv = mix64(hv)
+    memcpy(br, b"z9hG4bK", 7)
+    for i in range(16):
+        br[7 + i] = HEXDIGITS[(hv >> (60 - 4 * i)) & 15]
 
 
 cdef inline int fmt_int(char* out, int64_t v) noexcept nogil:

@@ -280,6 +280,48 @@ Decision = (
     | tuple[None | int | tuple[str, int] | tuple[str, str, int], bytes]
 )
 
+class PeerMirror:
+    """The compiled copy of a delegating proxy's peer table and own figures
+    (fed by sipfast.load.sharing.Delegation) and the delegation decision
+    for a new INVITE (sipfast/load/decide.py's rules, in C)."""
+
+    local: int
+    delegated: int
+    rejected: int
+    asked: int
+    def __init__(
+        self,
+        peers: Sequence[tuple[str, int]],
+        own: Sequence[tuple[str, int]],
+        me: str,
+        *,
+        threshold: float,
+        capacity: int,
+        pending_limit: int,
+        max_age: float,
+        poll: bool = False,
+        direct: bool = False,
+    ) -> None: ...
+    def set_threshold(self, value: float) -> None:
+        """The threshold the next decisions use."""
+    def set_cpu(self, share: float) -> None:
+        """The CPU share of the last sampling interval."""
+    def set_part(self, i: int, calls: int, pending: int) -> None:
+        """Listener i's active calls and pending transactions."""
+    def set_report(self, i: int, calls: int, pending: int, capacity: int, limit: int,
+                   load: float) -> None:
+        """Peer i reported now (limit 0: none): up, assigned 0."""
+    def set_down(self, i: int) -> None:
+        """Peer i did not answer: no candidate until it reports again."""
+    def note_delegated(self, i: int) -> None:
+        """A call the control plane delegated to peer i."""
+    def assigned(self, i: int) -> int:
+        """Calls delegated to peer i since its last report."""
+    def decide_request(self, data: bytes, calls: int, pending: int) -> tuple[str, int | None]:
+        """The decision for INVITE data with the process at (calls, pending)."""
+    def counters(self) -> dict[str, int]:
+        """Decisions taken here: local, delegated, rejected, asked."""
+
 class UdpProxy:
     """The compiled UDP proxy loop on one bound non-blocking socket (plus,
     with workers, a private socket its forwarded requests leave from):
@@ -344,6 +386,8 @@ class UdpProxy:
         on_invite: Callable[[bytes, tuple[str, int], int], Decision] | None = None,
     ) -> None:
         """Set the control plane's callbacks named (others are kept)."""
+    def set_delegation(self, mirror: PeerMirror | None, slot: int = 0) -> None:
+        """Decide new INVITEs in C with mirror (on_invite only when it asks)."""
     def resume(self, txn: int, decision: Decision) -> bool:
         """Carry out the decision for a deferred INVITE."""
     def drain(self) -> None:

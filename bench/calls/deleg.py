@@ -11,6 +11,9 @@ so ACK and BYE go from the caller to it directly):
 * ``deleg1``: FRONT = the same with ``--capacity 1 --threshold 0.5``: the
   load with the new call is 1, so every call is delegated to P2
   (``--capacity 1000000``), which completes it;
+* ``deleg1-direct``: the same with ``--reply-path direct`` on FRONT: it
+  relays the INVITE without its Via, so P2's answers go to the caller
+  directly and FRONT sees only the INVITE (and its retransmissions);
 * ``deleg2``: FRONT = ``--capacity 1 --threshold 0.5 --share poll --peers
   P2`` (asks P2 for its load at each decision, so it sees P2 at 1/4); P2 =
   ``--capacity 4 --threshold 0.1 --peers P3`` (its load with the call is at
@@ -38,7 +41,7 @@ sys.path.insert(0, str(HERE))
 import lb  # noqa: E402
 import run  # noqa: E402
 
-TOPOS = ("local", "deleg1", "deleg2", "stateless1")
+TOPOS = ("local", "deleg1", "deleg1-direct", "deleg2", "stateless1")
 
 
 class ChainBench(lb.MemberBench):
@@ -75,8 +78,10 @@ class ChainBench(lb.MemberBench):
             return cmd + ["--stateless", "--route", self.p2]
         cmd += ["--route", self.callee_uri, "--record-route",
                 "--peers", self.p2]
-        if self.topo in ("deleg1", "deleg2"):
+        if self.topo in ("deleg1", "deleg1-direct", "deleg2"):
             cmd += ["--capacity", "1", "--threshold", "0.5"]
+        if self.topo == "deleg1-direct":
+            cmd += ["--reply-path", "direct"]
         if self.topo == "deleg2":
             cmd += ["--share", "poll"]
         return cmd

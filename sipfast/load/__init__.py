@@ -60,5 +60,6 @@ def attach(proxy_objects: Sequence[Any], options: LoadOptions,
     d = Delegation(proxy_objects, options, loop)
     for p in proxy_objects:
         p.set_hooks(**d.hooks_for(p))
+    d.bind_compiled()
     d.start()
     return d

@@ -63,6 +63,9 @@ class PeerTable:
         self.clock = clock
         self.started = clock()
         self.peers: dict[str, Peer] = {}
+        # called with the peer after a report was taken or it went unanswered
+        # (the compiled loop's copy of the table follows it)
+        self.on_change: Callable[[Peer], None] | None = None
         for text in peers:
             addr = parse_identity(text, default_port=5060)
             if addr is None:
@@ -104,6 +107,8 @@ class PeerTable:
         peer.heard = self.clock()
         peer.unanswered = None
         peer.assigned = 0
+        if self.on_change is not None:
+            self.on_change(peer)
         return True
 
     def mark_unanswered(self, uri: str) -> None:
@@ -111,6 +116,8 @@ class PeerTable:
         peer = self.peers.get(uri)
         if peer is not None:
             peer.unanswered = self.clock()
+            if self.on_change is not None:
+                self.on_change(peer)
 
     def note_delegated(self, uri: str) -> None:
         peer = self.peers.get(uri)

@@ -1,7 +1,10 @@
 """The control-plane object of a delegating proxy: it measures this
 process's load, shares it with the peers over SIP (push, poll, continuous),
 answers their OPTIONS through the compiled loop's ``on_options`` hook and
-decides each new INVITE in ``on_invite`` (README "Delegating peers").
+feeds the compiled copy of the peer table (``PeerMirror``), which decides
+each new INVITE in C; ``on_invite`` decides only what C hands over
+(``--share poll`` over the threshold) and, with proxies that have no
+``set_delegation`` (tests' fakes), every INVITE (README "Delegating peers").
 
 Its own UDP socket (an ephemeral port on the proxy's first listen address,
 so peers see the IP they know it by) sends the OPTIONS requests: pushes and
@@ -44,6 +47,10 @@ try:
     from sipfast._core import DEFER  # type: ignore[attr-defined]
 except ImportError:                     # the hooks' build is not in this tree yet
     DEFER = -1
+try:
+    from sipfast._core import PeerMirror  # type: ignore[attr-defined]
+except ImportError:                     # a build without the compiled decision
+    PeerMirror = None
 
 SHARE_MODES = ("push", "poll", "continuous")
 REPLY_PATHS = ("via", "direct")
@@ -143,13 +150,60 @@ class Delegation:
         self._n = 0
         self.control_server: Any = None
         self._control_sock: socket.socket | None = None
+        # The compiled copy of the peer table, when every proxy can decide
+        # in C (set_delegation): peers in the order of their identities,
+        # the order decide.RoundRobin walks equals in.
+        self.order = sorted(self.table.peers)
+        self.index = {uri: i for i, uri in enumerate(self.order)}
+        self.mirror: Any = None
+        if PeerMirror is not None and self.proxies and all(
+                hasattr(p, "set_delegation") for p in self.proxies):
+            self.mirror = PeerMirror(
+                [self.table.peers[u].addr for u in self.order],
+                [parse_identity(u) for u in self.own], self.me,
+                threshold=self.threshold, capacity=opts.capacity,
+                pending_limit=opts.pending_limit, max_age=self.table.max_age,
+                poll=opts.share == "poll", direct=opts.reply_path == "direct")
+            self.table.on_change = self._mirror_peer
 
     # -- own load ------------------------------------------------------------
 
     def sample(self) -> float:
-        """Read the compiled loops' counters into the workload; the load."""
-        self.workload.read(p.stats() for p in self.proxies)
+        """Read the compiled loops' counters into the workload; the load
+        (the compiled copy gets each listener's counters and the CPU share)."""
+        stats = [p.stats() for p in self.proxies]
+        self.workload.read(stats)
+        if self.mirror is not None:
+            self.mirror.set_cpu(self.workload.cpu)
+            for i, st in enumerate(stats):
+                self.mirror.set_part(i, st.get("active_calls", 0), st.get("pending", 0))
         return self.workload.load
+
+    # -- the compiled copy ---------------------------------------------------
+
+    def bind_compiled(self) -> None:
+        """Let the compiled loops decide new INVITEs with the mirror; their
+        on_invite hook is then called only when the mirror asks (poll)."""
+        if self.mirror is not None:
+            for i, p in enumerate(self.proxies):
+                p.set_delegation(self.mirror, i)
+
+    def _mirror_peer(self, peer: Any) -> None:
+        """A peer's report or state changed: tell the compiled copy."""
+        i = self.index[peer.uri]
+        if peer.unanswered is not None:
+            self.mirror.set_down(i)
+        elif peer.report is not None:
+            r = peer.report
+            self.mirror.set_report(i, r.calls, r.pending, r.capacity, r.pending_limit or 0,
+                                   r.load)
+
+    def _pull_assigned(self) -> None:
+        """The calls assigned since each report, as the compiled copy
+        counts them (it takes most decisions)."""
+        if self.mirror is not None:
+            for uri, i in self.index.items():
+                self.table.peers[uri].assigned = self.mirror.assigned(i)
 
     def report(self) -> LoadReport:
         f = self.workload.figures()
@@ -232,11 +286,14 @@ class Delegation:
         return visited, can_forward
 
     def _decide(self, visited: list[str] | None, can_forward: bool) -> Decision:
+        self._pull_assigned()
         d = decide(self.workload.load, self.workload.full, self.threshold,
                    self.table.candidates(), visited, self.rr, can_forward=can_forward)
         if d.kind == "delegate":
             assert d.target is not None
             self.table.note_delegated(d.target.uri)
+            if self.mirror is not None:
+                self.mirror.note_delegated(self.index[d.target.uri])
             self.counters["delegated"] += 1
         elif d.kind == "reject":
             self.counters["rejected"] += 1
@@ -299,6 +356,11 @@ class Delegation:
         elif self.opts.share == "continuous":
             self._tasks.append(self.loop.create_task(self._every(
                 self.opts.share_interval, lambda: self.send_all(query=True))))
+        if self.mirror is not None and self.opts.share != "push":
+            # the compiled decision reads the CPU share sampled here (push
+            # mode's step watch samples every watch_interval already)
+            self._tasks.append(self.loop.create_task(self._every(
+                min(1.0, self.opts.share_interval), self.sample)))
         if self.opts.control:
             from sipfast.load.control import open_control_socket, serve_control
             # bound now, so the endpoint answers once `sipfast proxy` says ready
@@ -434,19 +496,29 @@ class Delegation:
     def show(self) -> dict[str, Any]:
         """What the control endpoint shows."""
         self.sample()
+        self._pull_assigned()
         f = self.workload.figures()
+        counters = dict(self.counters)
+        if self.mirror is not None:
+            for k, v in self.mirror.counters().items():
+                if k in ("local", "delegated", "rejected"):
+                    counters[k] += v
+            counters["decided_in_c"] = sum(
+                v for k, v in self.mirror.counters().items() if k != "asked")
         return {"self": self.me, "share": self.opts.share, "reply_path": self.opts.reply_path,
                 "threshold": self.threshold,
                 "load": {"load": round(f.load, 3), "calls": f.calls, "pending": f.pending,
                          "capacity": f.capacity, "pending_limit": f.pending_limit,
                          "cpu": round(f.cpu, 3), "full": self.workload.full},
-                "peers": self.table.snapshot(), "counters": dict(self.counters)}
+                "peers": self.table.snapshot(), "counters": counters}
 
     def set_threshold(self, value: float) -> None:
         if not isinstance(value, int | float) or isinstance(value, bool) \
                 or not 0.0 <= float(value) <= 1.0:
             raise ValueError("threshold must be a number in 0..1")
         self.threshold = float(value)
+        if self.mirror is not None:
+            self.mirror.set_threshold(self.threshold)
         log.info("threshold set to %.3f", self.threshold)
 
     def peer_state(self, uri: str) -> PeerState:

@@ -755,3 +755,29 @@ def test_control_command_line_client(tmp_path):
     out = subprocess.run([sys.executable, "-m", "sipfast", "control", str(tmp_path / "none"),
                           "threshold"], capture_output=True, text=True, cwd="/", timeout=30)
     assert out.returncode == 2
+
+
+def test_projection_learns_the_drift_of_calls_not_sent_by_us():
+    """PROTOTYPE (spread branch): a peer whose calls end between reports is
+    projected lower as its report ages, not stuck at its last count."""
+    clock = Clock()
+    u = "sip:127.0.0.1:5071"
+    t = PeerTable([u], 10.0, clock)
+    t.ingest(u, LoadReport(0.5, 50, 0, 100, 1, None, 0.01))
+    clock.t += 1.0
+    for _ in range(5):
+        t.note_delegated(u)
+    t.ingest(u, LoadReport(0.45, 45, 0, 100, 2, None, 0.01))   # 50 + 5 sent - 10 ended
+    assert t.peers[u].drift == pytest.approx(-10.0)
+    assert t.candidates()[0].load == pytest.approx(0.46)        # fresh: 45 + this call
+    clock.t += 0.5
+    assert t.candidates()[0].load == pytest.approx(0.41)        # 5 more ended meanwhile
+    t.note_delegated(u)
+    assert t.candidates()[0].load == pytest.approx(0.42)
+    # without a cpu figure the report's load is kept as the floor (no drift used)
+    t2 = PeerTable([u], 10.0, clock)
+    t2.ingest(u, rep(0.5, 50))
+    clock.t += 1.0
+    t2.ingest(u, rep(0.4, 40, seq=2))
+    clock.t += 0.5
+    assert t2.candidates()[0].load == pytest.approx(0.41)

@@ -13,6 +13,16 @@ Only ``up`` peers are candidates for a delegation.  Every figure handed to
 the decision is *projected*: the load the peer would have with one more
 call, counting the calls this proxy delegated to it since its last report
 (so a burst does not all go to the peer that looked idle a moment ago).
+
+PROTOTYPE (bench/calls/spread.py, branch spread): the projection also
+counts the calls the peer gained or lost since its report *not* through
+this proxy (calls ended, calls from other proxies): their rate ("drift")
+is learnt from successive reports (the change in the peer's count minus
+the calls this proxy sent it meanwhile, per second, smoothed) and
+``drift x age`` is added.  Without it a figure only grows between two
+reports while the peer's calls keep ending, so every peer looks busier
+than it is by about (share x age / mean hold time), and the deciding
+proxy, which knows its own count exactly, keeps more calls than its share.
 """
 
 from __future__ import annotations
@@ -23,6 +33,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from sipfast.load.wire import LoadReport, identity, parse_identity
+
+DRIFT_MIN_DT = 0.05      # s: reports closer than this do not update the drift
+DRIFT_WEIGHT = 0.3       # smoothing of the drift estimate (PROTOTYPE)
 
 
 class PeerState(StrEnum):
@@ -49,6 +62,7 @@ class Peer:
     heard: float | None = None          # clock time of the last report
     unanswered: float | None = None     # clock time a request to it timed out
     assigned: int = 0                   # calls delegated to it since its report
+    drift: float | None = None          # calls/s it gains not through us (PROTOTYPE)
 
 
 class PeerTable:
@@ -103,8 +117,15 @@ class PeerTable:
         if (pushed and peer.report is not None and report.seq <= peer.report.seq
                 and self.state(peer) is PeerState.UP):
             return False        # a reordered or replayed push
+        now = self.clock()
+        if peer.report is not None and peer.heard is not None:
+            dt = now - peer.heard
+            if dt >= DRIFT_MIN_DT:
+                rate = (report.calls - peer.report.calls - peer.assigned) / dt
+                peer.drift = rate if peer.drift is None else (
+                    DRIFT_WEIGHT * rate + (1.0 - DRIFT_WEIGHT) * peer.drift)
         peer.report = report
-        peer.heard = self.clock()
+        peer.heard = now
         peer.unanswered = None
         peer.assigned = 0
         if self.on_change is not None:
@@ -124,14 +145,20 @@ class PeerTable:
         if peer is not None:
             peer.assigned += 1
 
-    @staticmethod
-    def projected(peer: Peer) -> tuple[float, bool]:
+    def projected(self, peer: Peer) -> tuple[float, bool]:
         """(load with one more call, whether that call exceeds its capacity)."""
         r = peer.report
         assert r is not None
         calls = r.calls + peer.assigned + 1
         pending = r.pending + peer.assigned + 1
-        load = max(r.load, min(1.0, calls / r.capacity))
+        if peer.drift is not None and peer.heard is not None and r.cpu is not None:
+            # PROTOTYPE: the calls the peer gained or lost since its report
+            # without us; the reported load's other terms are cpu and pending
+            age = max(0.0, self.clock() - peer.heard)
+            calls = max(peer.assigned + 1.0, calls + peer.drift * age)
+            load = max(r.cpu, min(1.0, calls / r.capacity))
+        else:
+            load = max(r.load, min(1.0, calls / r.capacity))
         full = calls > r.capacity
         if r.pending_limit:
             load = max(load, min(1.0, pending / r.pending_limit))

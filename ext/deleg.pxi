@@ -26,6 +26,8 @@ cdef enum:
     DG_LINE = 128           # our "X-Sipfast-Visited: sip:IP:PORT\r\n"
 
 cdef double DG_TIE = 0.001          # decide.TIE
+cdef int64_t DG_DRIFT_MIN_MS = 50   # peers.DRIFT_MIN_DT
+cdef double DG_DRIFT_WEIGHT = 0.3   # peers.DRIFT_WEIGHT
 cdef const char* DG_VISITED_NAME = b"x-sipfast-visited"
 
 ctypedef struct dpeer_t:
@@ -36,6 +38,9 @@ ctypedef struct dpeer_t:
     int64_t calls, pending, capacity, limit     # limit 0: none reported
     double load
     int64_t assigned        # calls delegated to it since that report
+    double cpu              # its reported CPU share (NaN: not reported)
+    double drift            # calls/s it gains or loses not through us
+    uint8_t has_drift       # learnt from two reports at least DG_DRIFT_MIN_MS apart
 
 
 cdef bint dg_parse_identity(const uint8_t* p, Py_ssize_t n,
@@ -216,15 +221,28 @@ cdef class PeerMirror:
             self.nparts = i + 1
 
     def set_report(self, int i, int64_t calls, int64_t pending, int64_t capacity,
-                   int64_t limit, double load):
-        """Peer i reported (heard now): it is up, its assigned count 0."""
+                   int64_t limit, double load, double cpu=float("nan"), double age=0.0):
+        """Peer i reported, `age` seconds ago (0: now): it is up, its
+        assigned count 0.  cpu: its reported CPU share (NaN: none).  The
+        peer's drift (PeerTable.ingest) is learnt from this report and the
+        previous one: the calls it gained or lost between them other than
+        those delegated to it from here, per second, smoothed."""
         cdef dpeer_t* p = self._peer(i)
+        cdef int64_t heard = now_ms() - <int64_t>(age * 1000.0)
+        cdef double rate
         if capacity < 1 or limit < 0:
             raise ValueError("capacity must be positive, limit not negative")
+        if p.has_report and heard - p.heard_ms >= DG_DRIFT_MIN_MS:
+            rate = <double>(calls - p.calls - p.assigned) * 1000.0 / <double>(heard - p.heard_ms)
+            if p.has_drift:
+                rate = DG_DRIFT_WEIGHT * rate + (1.0 - DG_DRIFT_WEIGHT) * p.drift
+            p.drift = rate
+            p.has_drift = 1
         p.calls, p.pending, p.capacity, p.limit, p.load = calls, pending, capacity, limit, load
+        p.cpu = cpu
         p.has_report = 1
         p.up = 1
-        p.heard_ms = now_ms()
+        p.heard_ms = heard
         p.assigned = 0
 
     def set_down(self, int i):
@@ -286,8 +304,8 @@ cdef class PeerMirror:
 
     cdef int decide(self, Message m, int64_t now, int* target) noexcept:
         """decide.decide for INVITE m; DG_* (the peer in *target)."""
-        cdef int64_t calls = 0, pending = 0, c, p
-        cdef double own, x, least = 2.0
+        cdef int64_t calls = 0, pending = 0, p
+        cdef double own, x, cf, base, least = 2.0
         cdef bint own_full, can_forward, any_eligible = False, any_under = False
         cdef int i, j, nvis
         cdef double load[DG_MAX_PEERS]
@@ -334,14 +352,21 @@ cdef class PeerMirror:
             if not can_forward or not q.has_report or not q.up \
                     or now - q.heard_ms > self.max_age_ms:
                 continue
-            # PeerTable.projected: the load with one more call
-            c = q.calls + q.assigned + 1
+            # PeerTable.projected: the load with one more call, the calls
+            # moved on by the peer's drift since its report when it is known
+            cf = <double>(q.calls + q.assigned + 1)
             p = q.pending + q.assigned + 1
-            x = <double>c / <double>q.capacity
+            base = q.load
+            if q.has_drift and q.cpu == q.cpu:
+                cf += q.drift * <double>(now - q.heard_ms) / 1000.0
+                if cf < <double>(q.assigned + 1):
+                    cf = <double>(q.assigned + 1)
+                base = q.cpu
+            x = cf / <double>q.capacity
             if x > 1.0:
                 x = 1.0
-            load[i] = q.load if q.load >= x else x
-            if c > q.capacity:
+            load[i] = base if base >= x else x
+            if cf > <double>q.capacity:
                 continue
             if q.limit:
                 x = <double>p / <double>q.limit

@@ -309,8 +309,9 @@ class PeerMirror:
     def set_part(self, i: int, calls: int, pending: int) -> None:
         """Listener i's active calls and pending transactions."""
     def set_report(self, i: int, calls: int, pending: int, capacity: int, limit: int,
-                   load: float) -> None:
-        """Peer i reported now (limit 0: none): up, assigned 0."""
+                   load: float, cpu: float = ..., age: float = 0.0) -> None:
+        """Peer i reported age seconds ago (limit 0: none; cpu NaN: none):
+        up, assigned 0; its drift learnt from this report and the last."""
     def set_down(self, i: int) -> None:
         """Peer i did not answer: no candidate until it reports again."""
     def note_delegated(self, i: int) -> None:

@@ -758,7 +758,7 @@ def test_control_command_line_client(tmp_path):
 
 
 def test_projection_learns_the_drift_of_calls_not_sent_by_us():
-    """PROTOTYPE (spread branch): a peer whose calls end between reports is
+    """A peer whose calls end between reports is
     projected lower as its report ages, not stuck at its last count."""
     clock = Clock()
     u = "sip:127.0.0.1:5071"

@@ -162,6 +162,52 @@ def test_mirror_threshold_and_counters():
     assert poll.decide_request(data, 9, 1) == ("ask", None)   # the peers must be asked
 
 
+def test_mirror_projects_the_drift_as_peers_table_does():
+    """Two peers; A reported 50 of 100 calls two seconds ago and 30 one
+    second ago (20 of its calls ended a second, none through us), B 25 of
+    100 once.  Without the drift A looks at 31 and B at 26, so B would be
+    taken; with it A is projected at 11 by now: the C mirror and the
+    PeerTable both delegate to A, and after a third report of A that shows
+    the drift stopped they both go back to B."""
+    from sipfast.load import PeerTable, RoundRobin, decide
+
+    class Clock:
+        t = 100.0
+
+        def __call__(self) -> float:
+            return self.t
+
+    clock = Clock()
+    a, b = "sip:127.0.0.1:5071", "sip:127.0.0.1:5072"
+    table = PeerTable([a, b], 10.0, clock)
+    m = PeerMirror([("127.0.0.1", 5071), ("127.0.0.1", 5072)], [("127.0.0.1", 5060)], ME,
+                   threshold=0.0, capacity=100, pending_limit=500, max_age=10.0)
+    data = invite([], 70)
+
+    def report(uri: str, i: int, calls: int, seq: int, age: float) -> None:
+        table.ingest(uri, LoadReport(calls / 100, calls, 0, 100, seq, None, 0.01))
+        m.set_report(i, calls, 0, 100, 0, calls / 100, 0.01, age)
+
+    clock.t -= 2.0
+    report(a, 0, 50, 1, 2.0)
+    clock.t += 1.0
+    report(a, 0, 30, 2, 1.0)
+    report(b, 1, 25, 1, 1.0)
+    clock.t += 1.0
+    py = decide(0.5, False, 0.0, table.candidates(), [], RoundRobin())
+    assert py.kind == "delegate" and py.target is not None and py.target.uri == a
+    loads = {c.uri: c.load for c in table.candidates()}
+    assert loads[a] == pytest.approx(0.11) and loads[b] == pytest.approx(0.26)
+    assert m.decide_request(data, 50, 0) == ("delegate", 0)
+    # A's count held still for a second: its drift is smoothed towards 0
+    # (0.3 * (30 + 1 - 30 - 1) + 0.7 * -20 = -14/s) and its age is 0 now
+    table.note_delegated(a)
+    report(a, 0, 31, 3, 0.0)
+    py = decide(0.5, False, 0.0, table.candidates(), [], RoundRobin())
+    assert py.target is not None and py.target.uri == b
+    assert m.decide_request(data, 50, 0) == ("delegate", 1)
+
+
 def test_the_proxy_decides_in_c_and_delegates_on_the_wire():
     """A stateful UdpProxy with a mirror: the INVITE goes to the peer with
     our visited line and no on_invite call; under the threshold it goes to

@@ -14,12 +14,11 @@ the decision is *projected*: the load the peer would have with one more
 call, counting the calls this proxy delegated to it since its last report
 (so a burst does not all go to the peer that looked idle a moment ago).
 
-PROTOTYPE (bench/calls/spread.py, branch spread): the projection also
-counts the calls the peer gained or lost since its report *not* through
-this proxy (calls ended, calls from other proxies): their rate ("drift")
-is learnt from successive reports (the change in the peer's count minus
-the calls this proxy sent it meanwhile, per second, smoothed) and
-``drift x age`` is added.  Without it a figure only grows between two
+The projection also counts the calls the peer gained or lost since its
+report *not* through this proxy (calls ended, calls from other proxies):
+their rate ("drift") is learnt from successive reports (the change in the
+peer's count minus the calls this proxy sent it meanwhile, per second,
+smoothed) and ``drift x age`` is added.  Without it a figure only grows between two
 reports while the peer's calls keep ending, so every peer looks busier
 than it is by about (share x age / mean hold time), and the deciding
 proxy, which knows its own count exactly, keeps more calls than its share.
@@ -35,7 +34,7 @@ from enum import StrEnum
 from sipfast.load.wire import LoadReport, identity, parse_identity
 
 DRIFT_MIN_DT = 0.05      # s: reports closer than this do not update the drift
-DRIFT_WEIGHT = 0.3       # smoothing of the drift estimate (PROTOTYPE)
+DRIFT_WEIGHT = 0.3       # smoothing of the drift estimate
 
 
 class PeerState(StrEnum):
@@ -62,7 +61,7 @@ class Peer:
     heard: float | None = None          # clock time of the last report
     unanswered: float | None = None     # clock time a request to it timed out
     assigned: int = 0                   # calls delegated to it since its report
-    drift: float | None = None          # calls/s it gains not through us (PROTOTYPE)
+    drift: float | None = None          # calls/s it gains not through us
 
 
 class PeerTable:
@@ -152,8 +151,8 @@ class PeerTable:
         calls = r.calls + peer.assigned + 1
         pending = r.pending + peer.assigned + 1
         if peer.drift is not None and peer.heard is not None and r.cpu is not None:
-            # PROTOTYPE: the calls the peer gained or lost since its report
-            # without us; the reported load's other terms are cpu and pending
+            # the calls the peer gained or lost since its report without
+            # us; the reported load's other terms are cpu and pending
             age = max(0.0, self.clock() - peer.heard)
             calls = max(peer.assigned + 1.0, calls + peer.drift * age)
             load = max(r.cpu, min(1.0, calls / r.capacity))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
 import time
@@ -196,7 +197,7 @@ class Delegation:
         elif peer.report is not None:
             r = peer.report
             self.mirror.set_report(i, r.calls, r.pending, r.capacity, r.pending_limit or 0,
-                                   r.load)
+                                   r.load, math.nan if r.cpu is None else r.cpu)
 
     def _pull_assigned(self) -> None:
         """The calls assigned since each report, as the compiled copy

@@ -2575,13 +2575,14 @@ cdef class UdpProxy:
         tx_on_response(&self.t, txn, b, m.status_code, now_ms())
         self._run(m, NULL, fd)
 
-    cdef bint _relayed_invite(self, Message m, via_t* nv) noexcept:
-        """The Via under ours names an INVITE this proxy relayed with its
-        Via and a derived branch (its detached cell, _direct mode 2)."""
+    cdef int32_t _relayed_invite(self, Message m, via_t* nv) noexcept:
+        """The cell of the INVITE this proxy relayed with its Via and a
+        derived branch (a detached cell, _direct mode 2) that the Via under
+        ours names, or -1."""
         cdef char sentby[ADDR_TEXT + 8]
         cdef int sl, k
-        if nv.branch.off < 0:
-            return False
+        if nv.branch.off < 0 or not span_ieq(m.b, m.cseq_meth, "invite", 6):
+            return -1
         sl = nv.host.len if nv.host.len < ADDR_TEXT else ADDR_TEXT
         memcpy(sentby, m.b + nv.host.off, sl)
         sentby[sl] = 58
@@ -2589,7 +2590,7 @@ cdef class UdpProxy:
         sl += fmt_int(sentby + sl, nv.port if nv.port > 0 else 5060)
         k = tx_lookup(&self.t, m.b + nv.branch.off, nv.branch.len, <const uint8_t*>sentby, sl,
                       TXM_INVITE)
-        return k >= 0 and self.cs[k].direct == 2
+        return k if k >= 0 and self.cs[k].direct == 2 else -1
 
     cdef void _response_stateless(self, Message m) noexcept:
         """Pop our Via (top_via scanned) and send to the next Via's
@@ -2600,7 +2601,7 @@ cdef class UdpProxy:
         cdef Py_ssize_t x, vend, s
         cdef via_t nv
         cdef sockaddr_storage dst
-        cdef int i, port
+        cdef int i, port, k
         cdef int64_t v
         cdef span_t host
         e.n = 0
@@ -2626,11 +2627,16 @@ cdef class UdpProxy:
         if x < 0 or scan_via(m.b, s, x, &nv, &err) < 0:
             self.dropped += 1
             return
-        if m.status_code == 100 and self.any_direct and self._relayed_invite(m, &nv):
-            # the delegate's 100 for an INVITE we relayed (_direct mode 2):
-            # the caller had ours (a 100 is hop by hop, §16.7 step 5)
-            self.trying_absorbed += 1
-            return
+        if self.any_direct:
+            k = self._relayed_invite(m, &nv)
+            if k >= 0:
+                if m.status_code == 100:
+                    # the delegate's 100 for an INVITE we relayed (_direct
+                    # mode 2): the caller had ours (hop by hop, §16.7 step 5)
+                    self.trying_absorbed += 1
+                    return
+                # its cell must outlive a long ringing phase (a late CANCEL)
+                tx_detached_seen(&self.t, k, m.status_code, now_ms())
         host = nv.received if nv.received.off >= 0 else nv.host
         port = nv.port if nv.port > 0 else 5060
         if nv.rport.off >= 0 and nv.rport.len > 0 and parse_uint(

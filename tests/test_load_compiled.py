@@ -330,6 +330,55 @@ def test_a_delegated_invite_is_relayed_statelessly_with_a_derived_branch():
         s.close()
 
 
+def test_a_cancel_after_a_long_ringing_still_reaches_the_delegate():
+    """The detached cell of a statelessly relayed INVITE is kept while the
+    delegate's 180 says the call rings (not only 64*T1 from the INVITE):
+    with T1 = 10 ms, a CANCEL 1 s after the INVITE (64*T1 = 0.64 s) still
+    goes to the delegate with the INVITE's branch, not to the next hop."""
+    import time
+
+    socks = []
+    for _ in range(4):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(2.0)
+        socks.append(s)
+    front, peer, callee, caller = socks
+    front.setblocking(False)
+    fport, pport, cport, uport = (s.getsockname()[1] for s in socks)
+    px = UdpProxy(front.fileno(), "127.0.0.1", fport, [("127.0.0.1", cport)], stateful=True,
+                  t1=10, t2=40, t4=50)
+    m = PeerMirror([("127.0.0.1", pport)], [("127.0.0.1", fport)], f"sip:127.0.0.1:{fport}",
+                   threshold=0.0, capacity=1, pending_limit=500, max_age=30.0)
+    px.set_delegation(m, 0)
+    m.set_report(0, 0, 0, 100, 0, 0.0)
+    data = invite([], 70).replace(b"127.0.0.1:6000", f"127.0.0.1:{uport}".encode())
+    caller.sendto(data, ("127.0.0.1", fport))
+    px.on_readable()
+    assert sipfast.parse(caller.recv(65535)).status == 100
+    first = sipfast.parse(peer.recv(65535))
+    vias = "".join(f"Via: {v}\r\n" for v in first.vias)
+    peer.sendto((f"SIP/2.0 180 Ringing\r\n{vias}From: {first.get('From')}\r\n"
+                 f"To: {first.get('To')};tag=d1\r\nCall-ID: {first.call_id}\r\n"
+                 "CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n").encode(),
+                ("127.0.0.1", fport))
+    px.on_readable()
+    assert sipfast.parse(caller.recv(65535)).status == 180
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:               # the wheel runs past 64*T1
+        px.on_timer()
+        time.sleep(0.02)
+    cancel = data.replace(b"INVITE sip:bob@127.0.0.1:5090 SIP/2.0",
+                          b"CANCEL sip:bob@127.0.0.1:5090 SIP/2.0").replace(
+                              b"CSeq: 1 INVITE", b"CSeq: 1 CANCEL")
+    caller.sendto(cancel, ("127.0.0.1", fport))
+    px.on_readable()
+    got = sipfast.parse(peer.recv(65535))
+    assert got.method == "CANCEL" and got.vias[0].branch == first.vias[0].branch
+    for s in socks:
+        s.close()
+
+
 @pytest.mark.parametrize("delegating", [True, False])
 def test_a_dialog_request_for_another_proxy_is_forwarded_statelessly(delegating):
     """A BYE whose first Route names the delegate (the caller sent it to us

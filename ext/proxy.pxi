@@ -925,7 +925,8 @@ cdef class UdpProxy:
         retransmission or Timer C, or a little after (min(T1, 90 ms)) the
         next timer that only ends or gives up on a transaction; at most
         min(100 ms, T1, Timer C), so that a timer armed between two calls
-        is still seen before it is due."""
+        is still seen before it is due (so too the deferral and fan-out
+        timeouts)."""
         cdef int64_t now, horizon, wake, slack, budget
         cdef int i = 0
         cdef int32_t k
@@ -965,6 +966,10 @@ cdef class UdpProxy:
                 cap = self.t.t1
             if self.t.tc < cap:
                 cap = self.t.tc
+            if self.defer_ms < cap:         # a deferral or fan-out that
+                cap = self.defer_ms         # starts while we wait
+            if self.lb_mode != 0 and self.probe_ms < cap:
+                cap = self.probe_ms
             if self.ndeferred > 0 or self.nlb > 0:
                 cap = 10
             slack = self.t.t1 if self.t.t1 < 90 else 90

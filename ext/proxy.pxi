@@ -561,7 +561,7 @@ cdef class UdpProxy:
     cdef int tcp_lfd, tcp_port, max_conns, nconns, conn_hw
     cdef conn_t* conns
     cdef int32_t* conn_of_fd
-    cdef int64_t idle_ms, last_sweep
+    cdef int64_t idle_ms, last_sweep, last_timer
     cdef uint8_t hop_tcp[MAX_HOPS]
     cdef object watch
     cdef readonly uint64_t tcp_accepted, tcp_connected, tcp_closed, tcp_errors
@@ -924,12 +924,20 @@ cdef class UdpProxy:
         return True
 
     def on_timer(self):
-        """Fire the transaction timers that are due (call every 10 ms or so
-        while transactions are live), answer deferred INVITEs whose
-        decision is overdue, and expire dialogs."""
-        cdef int64_t now
+        """Fire the transaction timers that are due, answer deferred INVITEs
+        whose decision is overdue, and expire dialogs; returns how long (s)
+        the caller may wait before the next call.  That is 10 ms (the
+        wheel's tick) while a deferral or fan-out is in flight or a
+        retransmission or Timer C is due within it; else until the next
+        retransmission or Timer C, or a little after (min(T1, 90 ms)) the
+        next timer that only ends or gives up on a transaction; at most
+        min(100 ms, T1, Timer C), so that a timer armed between two calls
+        is still seen before it is due (so too the deferral and fan-out
+        timeouts)."""
+        cdef int64_t now, horizon, wake, slack, budget
         cdef int i = 0
         cdef int32_t k
+        cdef int64_t cap = 100
         if self.stateful:
             now = now_ms()
             tx_advance(&self.t, now)
@@ -953,12 +961,37 @@ cdef class UdpProxy:
                     self.lb_txn[i] = self.lb_txn[self.nlb]
                 else:
                     i += 1
-            self.calls_expired += dlg_sweep(&self.dl, now, 512)
+            # 512 dialog slots per 10 ms elapsed: the sweep keeps its pace
+            # however long the wait between calls
+            budget = (now - self.last_timer) // 10 if self.last_timer > 0 else 1
+            budget = 512 * (budget if 1 <= budget <= 64 else (1 if budget < 1 else 64))
+            self.last_timer = now
+            self.calls_expired += dlg_sweep(&self.dl, now, <uint32_t>budget)
             self._run(None, NULL, -1)
             self._flush()
+            if self.t.t1 < cap:
+                cap = self.t.t1
+            if self.t.tc < cap:
+                cap = self.t.tc
+            if self.defer_ms < cap:         # a deferral or fan-out that
+                cap = self.defer_ms         # starts while we wait
+            if self.lb_mode != 0 and self.probe_ms < cap:
+                cap = self.probe_ms
+            if self.ndeferred > 0 or self.nlb > 0:
+                cap = 10
+            slack = self.t.t1 if self.t.t1 < 90 else 90
+            horizon = now + cap
+            wake = tx_next_wake(&self.t, horizon, slack) - now
+            if wake < 10:
+                wake = 10
+            if wake > cap:
+                wake = cap
+        else:
+            wake = cap
         if self.conns != NULL and now_ms() // 1000 != self.last_sweep:
             self.last_sweep = now_ms() // 1000
             self._conn_sweep()
+        return wake / 1000.0
 
     cdef void _defer_expired(self, int64_t txn) noexcept:
         cdef int32_t ci = tx_cell_of(&self.t, txn)

@@ -900,6 +900,36 @@ cdef int64_t tx_next_deadline(tx_table_t* t) noexcept nogil:
             m = t.timers[n].deadline
     return m
 
+cdef inline bint tx_timer_lazy(int32_t n) noexcept nogil:
+    """A FINAL-kind timer (H, I, J, L; B, F, D, K, M): it ends a
+    transaction or gives up on it after a long wait, and may fire a little
+    late; retransmissions and Timer C may not."""
+    cdef int k = n % TX_TPC
+    if k < 2:
+        return k == TXT_S_FINAL
+    return (k - 2) % TX_TPB == TXT_B_FINAL
+
+cdef int64_t tx_next_wake(tx_table_t* t, int64_t horizon, int64_t slack) noexcept nogil:
+    """When tx_advance should next run, at most `horizon` (ms, on the
+    clock tx_advance was given): the earliest deadline of a retransmission
+    or Timer C, or `slack` after the earliest FINAL-kind deadline.  Scans
+    the wheel's slots from the last processed tick up to the horizon only
+    (timers of later revolutions sit behind a slot's due ones)."""
+    cdef int64_t best = horizon, tk = t.wtick, last = tx_tick_of(t, horizon), end, d
+    cdef int32_t n
+    while tk <= last and tk * t.tick <= best:
+        end = (tk + 1) * t.tick
+        n = t.wheel[<int32_t>(tk & (TX_WHEEL - 1))]
+        while n >= 0 and t.timers[n].deadline < end:
+            d = t.timers[n].deadline
+            if tx_timer_lazy(n):
+                d += slack
+            if d < best:
+                best = d
+            n = t.timers[n].next
+        tk += 1
+    return best
+
 cdef void tx_advance(tx_table_t* t, int64_t now) noexcept nogil:
     """Fire every timer due at `now`, in deadline order: ticks are visited in
     order and a tick fires only the timers of its own tick (those of later

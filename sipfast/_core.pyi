@@ -330,7 +330,8 @@ class UdpProxy:
     (RFC 3261 §16.11) or transaction stateful (§16-17: 100 Trying,
     retransmissions, forking, CANCEL, Timer C, §16.7 selection).  Register
     :meth:`on_readable` (and :meth:`on_send_readable`) with the event loop's
-    ``add_reader`` and call :meth:`on_timer` every 10 ms when stateful."""
+    ``add_reader`` and, when stateful, call :meth:`on_timer` again after the
+    wait it returns."""
 
     received: int
     sent: int
@@ -376,8 +377,10 @@ class UdpProxy:
         """Drain the listening socket: receive, handle and send in batches."""
     def on_send_readable(self) -> None:
         """Drain this worker's own socket (responses to forwarded requests)."""
-    def on_timer(self) -> None:
-        """Fire due transaction timers, overdue deferrals, dialog expiry."""
+    def on_timer(self) -> float:
+        """Fire due transaction timers, overdue deferrals, dialog expiry;
+        returns how long (s, 0.01 to 0.1) the caller may wait before the
+        next call."""
     def set_hooks(
         self,
         *,

@@ -332,3 +332,65 @@ def test_stateful_over_ipv6():
     finally:
         for s in (psock, caller, callee):
             s.close()
+
+
+def drive(rig: Rig, until, limit: float = 3.0) -> list[tuple[float, float]]:
+    """Call on_timer as proxy.py's tick does: again after the wait it
+    returns (draining the socket meanwhile), until `until()` holds; the
+    (time, wait) of each call."""
+    calls = []
+    end = time.monotonic() + limit
+    while not until() and time.monotonic() < end:
+        rig.proxy.on_readable()
+        wait = rig.proxy.on_timer()
+        calls.append((time.monotonic(), wait))
+        time.sleep(wait)
+    return calls
+
+
+def test_the_timer_waits_100_ms_while_transactions_only_linger(rig_factory):
+    rig = rig_factory(t1=500, wait_timer=5000)
+    assert rig.proxy.on_timer() == pytest.approx(0.1)           # idle
+    rig.send(invite(rig))
+    assert rig.recv(rig.caller).startswith(b"SIP/2.0 100 Trying")
+    rig.answer(rig.recv(rig.callee), 200, to_tag="b1")
+    assert rig.recv(rig.caller).startswith(b"SIP/2.0 200 OK")
+    # the transaction waits (Timer L, 64*T1 for the branch), nothing to resend
+    assert not rig.proxy.idle and rig.proxy.live_transactions == 1
+    assert rig.proxy.on_timer() == pytest.approx(0.1)
+
+
+def test_the_timer_wait_never_passes_a_retransmission(rig_factory):
+    rig = rig_factory(t1=500)
+    rig.send(invite(rig))
+    assert rig.recv(rig.caller).startswith(b"SIP/2.0 100 Trying")
+    first = rig.recv(rig.callee)
+    seen = time.monotonic()           # Timer A was armed before this: due by seen + T1
+    rig.callee.setblocking(False)
+    again = []
+
+    def resent() -> bool:
+        try:
+            again.append(rig.callee.recv(65535))
+        except BlockingIOError:
+            pass
+        return bool(again)
+
+    calls = drive(rig, resent)
+    assert again and again[0] == first                          # A fired: the same INVITE
+    for at, wait in calls[:-1]:       # the last call fired it
+        assert wait <= max(0.01, seen + 0.5 - at) + 0.002
+    # slept through in steps of up to 100 ms, not the wheel's 10 ms tick
+    assert len(calls) <= 15
+
+
+def test_lingering_transactions_still_end_with_a_long_wait(rig_factory):
+    rig = rig_factory(t1=20, wait_timer=200)
+    rig.send(invite(rig))
+    assert rig.recv(rig.caller).startswith(b"SIP/2.0 100 Trying")
+    rig.answer(rig.recv(rig.callee), 200, to_tag="b1")
+    assert rig.recv(rig.caller).startswith(b"SIP/2.0 200 OK")
+    assert rig.proxy.live_transactions == 1
+    drive(rig, lambda: rig.proxy.live_transactions == 0)
+    assert rig.proxy.live_transactions == 0 and rig.proxy.idle
+    assert rig.proxy.on_timer() == pytest.approx(0.02)          # at most T1

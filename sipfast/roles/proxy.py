@@ -274,20 +274,24 @@ async def serve(opts: Options, reuse_port: bool = False) -> dict[str, int]:
             if opts.pool_file:
                 install_reload(loop, proxies, keeper, opts.pool_file, parse_next_hop)
         if not opts.stateless:
-            ticks = 0
+            expire_at = loop.time()
 
             def tick() -> None:
-                nonlocal timer, ticks
+                # each loop says how long it may wait: 10 ms while a timer
+                # that must be on time is near, up to 100 ms otherwise (an
+                # idle worker, or one holding only transactions that wait
+                # to end, wakes about 10 times a second)
+                nonlocal timer, expire_at
+                wait = 0.1
                 for p in proxies:
-                    p.on_timer()
-                ticks += 1
-                if location is not None and ticks % 200 == 0:
+                    w = p.on_timer()
+                    if w < wait:
+                        wait = w
+                if location is not None and loop.time() >= expire_at:
+                    expire_at = loop.time() + 2.0
                     location.expire()       # drop lapsed bindings
                     lookups_while_registered()
-                # 10 ms while anything is in flight (the timer wheel's tick),
-                # 100 ms when idle: an idle worker wakes 10 times a second
-                busy = not all(p.idle for p in proxies)
-                timer = loop.call_later(0.01 if busy else 0.1, tick)
+                timer = loop.call_later(wait, tick)
             tick()
         print("sipfast proxy ready", file=sys.stderr, flush=True)
         await stop.wait()

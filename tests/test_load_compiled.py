@@ -30,6 +30,14 @@ class NoHooks:
         return {}
 
 
+def udp() -> socket.socket:
+    """A UDP socket on a free loopback port, 2 s receive timeout."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(2.0)
+    return s
+
+
 def invite(visited_lines, max_forwards) -> bytes:
     extra = "".join(f"X-Sipfast-Visited: {v}\r\n" for v in visited_lines)
     mf = "" if max_forwards is None else f"Max-Forwards: {max_forwards}\r\n"
@@ -212,12 +220,7 @@ def test_the_proxy_decides_in_c_and_delegates_on_the_wire():
     """A stateful UdpProxy with a mirror: the INVITE goes to the peer with
     our visited line and no on_invite call; under the threshold it goes to
     the next hop, and the hook is never entered."""
-    def sock() -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        s.settimeout(2.0)
-        return s
-    front, peer, callee, caller = sock(), sock(), sock(), sock()
+    front, peer, callee, caller = udp(), udp(), udp(), udp()
     front.setblocking(False)
     fport, pport, cport = (s.getsockname()[1] for s in (front, peer, callee))
     me = f"sip:127.0.0.1:{fport}"
@@ -257,12 +260,7 @@ def test_a_delegated_invite_is_relayed_statelessly_with_a_derived_branch():
     matches them to its transaction), the delegate's 100 is not relayed
     (the caller had ours), its 180 and 487 go to the caller with our Via
     popped, the ACK of the 487 follows the INVITE; nothing stays counted."""
-    def sock() -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        s.settimeout(2.0)
-        return s
-    front, peer, callee, caller = sock(), sock(), sock(), sock()
+    front, peer, callee, caller = udp(), udp(), udp(), udp()
     front.setblocking(False)
     fport, pport, cport, uport = (s.getsockname()[1] for s in (front, peer, callee, caller))
     px = UdpProxy(front.fileno(), "127.0.0.1", fport, [("127.0.0.1", cport)], stateful=True)
@@ -337,12 +335,7 @@ def test_a_cancel_after_a_long_ringing_still_reaches_the_delegate():
     goes to the delegate with the INVITE's branch, not to the next hop."""
     import time
 
-    socks = []
-    for _ in range(4):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        s.settimeout(2.0)
-        socks.append(s)
+    socks = [udp() for _ in range(4)]
     front, peer, callee, caller = socks
     front.setblocking(False)
     fport, pport, cport, uport = (s.getsockname()[1] for s in socks)
@@ -385,12 +378,7 @@ def test_a_dialog_request_for_another_proxy_is_forwarded_statelessly(delegating)
     anyway, as SIPp does): a delegating peer forwards it once, statelessly
     (derived branch, no transaction, its 200 relayed); a plain stateful
     proxy keeps its transaction (our cell's branch)."""
-    def sock() -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        s.settimeout(2.0)
-        return s
-    front, peer, caller = sock(), sock(), sock()
+    front, peer, caller = udp(), udp(), udp()
     front.setblocking(False)
     fport, pport, uport = (s.getsockname()[1] for s in (front, peer, caller))
     px = UdpProxy(front.fileno(), "127.0.0.1", fport, [("127.0.0.1", 9)], stateful=True)

@@ -159,6 +159,20 @@ class Baresip:
         return self.wait_for(lambda m: m.get("event") and m.get("type") == kind, kind,
                              timeout_s)
 
+    def call(self, callee: Baresip, target: str, hold_s: float = HOLD_S) -> dict:
+        """Dial `target` and talk to `callee`: both ends established and
+        the callee's RTP arrived here (CALL_RTPESTAB), `hold_s` of audio,
+        then hang up; this end's CALL_CLOSED event (both ends closed)."""
+        assert self.command("dial", target)["ok"]
+        self.event("CALL_ESTABLISHED")
+        self.event("CALL_RTPESTAB")
+        callee.event("CALL_ESTABLISHED")
+        time.sleep(hold_s)
+        assert self.command("hangup")["ok"]
+        closed = self.event("CALL_CLOSED")
+        callee.event("CALL_CLOSED")
+        return closed
+
     def stop(self) -> str:
         with contextlib.suppress(OSError):
             self.sock.close()

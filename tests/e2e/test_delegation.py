@@ -24,9 +24,7 @@ import pytest
 from sipfast.load import control
 
 from . import sipp, wire
-from .proxyproc import free_udp_port, proxy, stop
-from .test_real_ua import (
-    HOLD_S,
+from .baresip import (
     MIN_PACKETS,
     Baresip,
     require_baresip,
@@ -34,6 +32,7 @@ from .test_real_ua import (
     sdp_media,
     write_sine,
 )
+from .proxyproc import free_udp_port, proxy, stop
 
 IP = "127.0.0.1"
 MODES = ("push", "poll", "continuous")
@@ -365,14 +364,7 @@ def test_baresip_call_completes_on_a_delegate_with_audio(tmp_path):
             agents.append(caller)
             with wire.capture([*pool.ports, *caller.ports, *callee.ports],
                               workdir=tmp_path / "wire") as cap:
-                assert caller.command("dial", f"sip:bob@{IP}:{callee.sip_port}")["ok"]
-                caller.event("CALL_ESTABLISHED")
-                caller.event("CALL_RTPESTAB")  # baresip saw the callee's RTP arrive
-                callee.event("CALL_ESTABLISHED")
-                time.sleep(HOLD_S)
-                assert caller.command("hangup")["ok"]
-                closed = caller.event("CALL_CLOSED")
-                callee.event("CALL_CLOSED")
+                closed = caller.call(callee, f"sip:bob@{IP}:{callee.sip_port}")
                 idle = pool.wait_idle(timeout_s=10)
             shows = [pool.show(i) for i in range(2)]
             counters = [stop(p) for p in pool.procs]

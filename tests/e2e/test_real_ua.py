@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import re
 import struct
-import time
 
 import pytest
 
 from .baresip import (
-    HOLD_S,
     IP,
     MIN_PACKETS,
     Baresip,
@@ -68,14 +66,7 @@ def test_baresip_calls_baresip_through_sipfast(tmp_path, mode):
             with capture([pport, *caller.ports, *callee.ports],
                          workdir=tmp_path / "wire") as wire:
                 target = f"sip:bob@{domain}" if registered else f"sip:bob@{IP}:{callee.sip_port}"
-                assert caller.command("dial", target)["ok"]
-                caller.event("CALL_ESTABLISHED")
-                caller.event("CALL_RTPESTAB")  # baresip saw the callee's RTP arrive
-                callee.event("CALL_ESTABLISHED")
-                time.sleep(HOLD_S)
-                assert caller.command("hangup")["ok"]
-                closed = caller.event("CALL_CLOSED")
-                callee.event("CALL_CLOSED")
+                closed = caller.call(callee, target)
             counters = stop(sf_proc)
     finally:
         outputs = {a.name: a.stop() for a in agents}

@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import re
 import struct
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 
 from .baresip import (
-    HOLD_S,
     IP,
     MIN_PACKETS,
     Baresip,
@@ -85,14 +83,7 @@ def place_call(tmp_path, *lb_args: str) -> Call:
             with balancer(ports, *lb_args, cwd=tmp_path) as (lport, lb):
                 with capture([lport, *ports, *caller.ports, *callee.ports],
                              workdir=tmp_path / "wire") as wire:
-                    assert caller.command("dial", f"sip:bob@{IP}:{lport}")["ok"]
-                    caller.event("CALL_ESTABLISHED")
-                    caller.event("CALL_RTPESTAB")  # the callee's RTP arrived
-                    callee.event("CALL_ESTABLISHED")
-                    time.sleep(HOLD_S)
-                    assert caller.command("hangup")["ok"]
-                    closed = caller.event("CALL_CLOSED")
-                    callee.event("CALL_CLOSED")
+                    closed = caller.call(callee, f"sip:bob@{IP}:{lport}")
                 lbc = stop(lb)
             mc = [stop(proc) for _, proc in pool]
     finally:

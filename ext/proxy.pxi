@@ -2238,6 +2238,11 @@ cdef class UdpProxy:
         self.any_direct = True
         self._answered(c, 0)        # not ours to answer any more
         self._send_down(&c.bs[0], c.bs[0].req.p, c.bs[0].req.len)
+        self._count_relayed(mode)
+
+    cdef inline void _count_relayed(self, int mode) noexcept:
+        """One more request relayed by _direct's mode: 1 without our Via,
+        2 statelessly with it."""
         if mode == 1:
             self.relayed_direct += 1
         else:
@@ -2260,10 +2265,7 @@ cdef class UdpProxy:
             self.dropped += 1
             return
         self._queue(total, dst, self.sfd)     # a delegate is reached over UDP
-        if mode == 1:
-            self.relayed_direct += 1
-        else:
-            self.relayed_stateless += 1
+        self._count_relayed(mode)
 
     cdef void _route(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src,
                      sockaddr_storage* forced, const char* extra, int extra_len) noexcept:

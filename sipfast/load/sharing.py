@@ -501,11 +501,10 @@ class Delegation:
         f = self.workload.figures()
         counters = dict(self.counters)
         if self.mirror is not None:
-            for k, v in self.mirror.counters().items():
-                if k in ("local", "delegated", "rejected"):
-                    counters[k] += v
-            counters["decided_in_c"] = sum(
-                v for k, v in self.mirror.counters().items() if k != "asked")
+            in_c = self.mirror.counters()
+            for k in ("local", "delegated", "rejected"):
+                counters[k] += in_c[k]
+            counters["decided_in_c"] = in_c["local"] + in_c["delegated"] + in_c["rejected"]
         return {"self": self.me, "share": self.opts.share, "reply_path": self.opts.reply_path,
                 "threshold": self.threshold,
                 "load": {"load": round(f.load, 3), "calls": f.calls, "pending": f.pending,

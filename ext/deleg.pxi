@@ -257,6 +257,12 @@ cdef class PeerMirror:
         """Calls delegated to peer i since its last report."""
         return self._peer(i).assigned
 
+    cdef void undo_delegation(self, int i) noexcept:
+        """The delegation to peer i that decide() just counted did not
+        happen (the INVITE could not be relayed)."""
+        self.peers[i].assigned -= 1
+        self.delegated -= 1
+
     cdef dpeer_t* _peer(self, int i) except NULL:
         if not 0 <= i < self.npeers:
             raise IndexError("no such peer")

@@ -231,7 +231,7 @@ ctypedef struct cstore_t:
     uint8_t cancel          # the cell is a CANCEL's
     uint8_t invite          # the cell is an INVITE's
     uint8_t counted         # counted in `pending` (no final answer yet)
-    uint8_t direct          # relayed to bs[0].dst, detached: 1 without our Via, 2 with it
+    uint8_t direct          # relayed to bs[0].dst without our Via, detached (_direct)
     uint8_t deferred        # waiting for the control plane's resume()
     uint8_t rr              # we record-routed it
     uint8_t lb              # a balancer fan-out (probe branches)
@@ -358,6 +358,7 @@ cdef inline int64_t now_ms() noexcept nogil:
 ctypedef struct dlg_t:
     uint64_t key            # 0: empty
     int64_t expires
+    int32_t val             # what the table's user keeps with the key
 
 ctypedef struct dlg_table_t:
     dlg_t* e
@@ -376,7 +377,7 @@ cdef int dlg_init(dlg_table_t* d, int64_t cap) noexcept nogil:
     d.cursor = 0
     return -1 if d.e == NULL else 0
 
-cdef int dlg_put(dlg_table_t* d, uint64_t key, int64_t expires) noexcept nogil:
+cdef int dlg_put(dlg_table_t* d, uint64_t key, int64_t expires, int32_t val=0) noexcept nogil:
     """1 when added, 0 when it was there (refreshed), -1 when full."""
     cdef uint32_t i
     if key == 0:
@@ -385,14 +386,31 @@ cdef int dlg_put(dlg_table_t* d, uint64_t key, int64_t expires) noexcept nogil:
     while d.e[i].key != 0:
         if d.e[i].key == key:
             d.e[i].expires = expires
+            d.e[i].val = val
             return 0
         i = (i + 1) & d.mask
     if d.n >= d.cap:
         return -1
     d.e[i].key = key
     d.e[i].expires = expires
+    d.e[i].val = val
     d.n += 1
     return 1
+
+cdef int64_t dlg_find(dlg_table_t* d, uint64_t key, int64_t now) noexcept nogil:
+    """The slot of an entry there and not expired (the sweep may not have
+    reached it yet), or -1."""
+    cdef uint32_t i
+    if d.e == NULL:
+        return -1
+    if key == 0:
+        key = 1
+    i = <uint32_t>(key & d.mask)
+    while d.e[i].key != 0:
+        if d.e[i].key == key:
+            return i if d.e[i].expires > now else -1
+        i = (i + 1) & d.mask
+    return -1
 
 cdef void dlg_del_at(dlg_table_t* d, uint32_t i) noexcept nogil:
     cdef uint32_t j = i, home
@@ -548,6 +566,12 @@ cdef class UdpProxy:
     cdef object on_register, on_lookup, on_options, on_invite
     cdef PeerMirror pm          # the compiled delegation decision (set_delegation)
     cdef int pm_slot
+    # INVITEs relayed to a delegate before any transaction (_relay_new), by
+    # the hash of their branch and sent-by: val = the peer's index in pm * 2
+    # + 1 when relayed without our Via; for their retransmissions, CANCEL
+    # and the ACK of a non-2xx
+    cdef dlg_table_t st
+    cdef int pre_k              # _relay_new's decision, when it did not relay, for _delegate
     cdef Message m3
     cdef dlg_table_t dl
     cdef int64_t max_call_ms, defer_ms
@@ -566,7 +590,7 @@ cdef class UdpProxy:
     cdef object watch
     cdef readonly uint64_t tcp_accepted, tcp_connected, tcp_closed, tcp_errors
     cdef readonly int64_t pending_count, pending_invites
-    cdef readonly uint64_t delegated, relayed_direct, relayed_stateless, trying_absorbed
+    cdef readonly uint64_t delegated, relayed_direct, relayed_stateless
     cdef readonly uint64_t calls_ended, calls_expired
     cdef int lb_mode, lb_first, retry_after
     cdef int64_t probe_ms
@@ -602,6 +626,7 @@ cdef class UdpProxy:
         free(self.rxbuf)
         free(self.txbuf)
         free(self.dl.e)
+        free(self.st.e)
         if self.conns != NULL:
             for i in range(self.max_conns):
                 if self.conns[i].state != CONN_FREE:
@@ -850,7 +875,15 @@ cdef class UdpProxy:
             raise TypeError("mirror must be a PeerMirror or None")
         if not 0 <= slot < DG_MAX_PARTS:
             raise ValueError("no such listener slot")
+        if mirror is not None and self.stateful and self.st.e == NULL \
+                and dlg_init(&self.st, self.t.cap) < 0:
+            raise MemoryError()
+        if mirror is not self.pm and self.st.e != NULL:
+            # the relays held name peers of the mirror replaced
+            memset(self.st.e, 0, (self.st.mask + 1) * sizeof(dlg_t))
+            self.st.n = 0
         self.pm = mirror
+        self.pre_k = -1
         self.pm_slot = slot
         if mirror is not None and slot >= self.pm.nparts:
             self.pm.nparts = slot + 1
@@ -967,6 +1000,8 @@ cdef class UdpProxy:
             budget = 512 * (budget if 1 <= budget <= 64 else (1 if budget < 1 else 64))
             self.last_timer = now
             self.calls_expired += dlg_sweep(&self.dl, now, <uint32_t>budget)
+            if self.st.n > 0:
+                dlg_sweep(&self.st, now, <uint32_t>budget)
             self._run(None, NULL, -1)
             self._flush()
             if self.t.t1 < cap:
@@ -1051,7 +1086,7 @@ cdef class UdpProxy:
                       "calls_ended": self.calls_ended, "calls_expired": self.calls_expired,
                       "delegated": self.delegated, "relayed_direct": self.relayed_direct,
                       "relayed_stateless": self.relayed_stateless,
-                      "trying_absorbed": self.trying_absorbed,
+                      "relays_held": self.st.n,
                       "probes_sent": self.probes_sent, "probes_answered": self.probes_answered,
                       "redirects": self.redirects, "lb_relayed": self.lb_relayed,
                       "lb_no_winner": self.lb_no_winner})
@@ -1745,18 +1780,30 @@ cdef class UdpProxy:
             # of the same branch apart (§17.2.3 matches the method too)
             meth = TXM_OTHER + <int>(fnv64(m.b + m.sl_method.off, m.sl_method.len,
                                            14695981039346656037ULL) & 63)
-        if self.any_direct and (meth == TXM_INVITE or meth == TXM_CANCEL or meth == TXM_ACK):
-            # an INVITE relayed without our Via: its retransmissions, its
+        if meth == TXM_INVITE or meth == TXM_CANCEL or meth == TXM_ACK:
+            # an INVITE relayed to a delegate: its retransmissions, its
             # CANCEL and its ACK go to the same delegate, unanswered here
-            k = tx_lookup(&self.t, m.b + br.off, br.len, <const uint8_t*>sentby, sl, TXM_INVITE)
-            if k >= 0 and self.cs[k].direct:
-                self._relay_direct(m, src, &self.cs[k].bs[0].dst, self.cs[k].direct)
-                return
+            if self.st.n > 0:
+                k = <int>dlg_find(&self.st, relay_key(m.b + br.off, br.len, sentby, sl),
+                                  now_ms())
+                if k >= 0:
+                    self._relay_direct(m, src, &self.pm.peers[self.st.e[k].val >> 1].addr,
+                                       1 if self.st.e[k].val & 1 else 2)
+                    return
+            if self.any_direct:
+                k = tx_lookup(&self.t, m.b + br.off, br.len, <const uint8_t*>sentby, sl,
+                              TXM_INVITE)
+                if k >= 0 and self.cs[k].direct:
+                    self._relay_direct(m, src, &self.cs[k].bs[0].dst, 1)
+                    return
         if self.pm is not None and meth != TXM_ACK and self._not_on_route(m):
             # a delegating peer: a request of a dialog another proxy
             # record-routed, sent to us anyway (SIPp sends the ACK and BYE
             # to the address it called): one stateless forward, §16.11
             self._forward_stateless(m, src, fd)
+            return
+        if meth == TXM_INVITE and self.pm is not None \
+                and self._relay_new(m, src, fd, br, sentby, sl):
             return
         self.t.nacts = 0
         txn = tx_on_request(&self.t, m.b + br.off, br.len, <const uint8_t*>sentby, sl, meth,
@@ -1768,6 +1815,72 @@ cdef class UdpProxy:
             else:
                 self.request_retransmissions += 1
         self._run(m, src, fd)
+
+    cdef bint _relay_new(self, Message m, sockaddr_storage* src, int fd, span_t br,
+                         const char* sentby, int sl) noexcept:
+        """A delegating peer's decision for a new INVITE, taken before any
+        transaction: delegated, the INVITE is relayed as a stateless proxy
+        relays it (§16.11: --reply-path via, our Via with a branch derived
+        from the caller's; direct, no Via of ours) with our visited line,
+        and only its entry in self.st remains (True).  Else (False) the
+        decision waits in pre_k for _delegate, after the server transaction
+        (a call completed here, 503, a decision for the control plane), or
+        there is none to take here: a retransmission of an INVITE with a
+        transaction, a request _on_new answers otherwise (draining, a
+        probe), a pre-3261 branch (forwarded statelessly, as every request
+        without a transaction)."""
+        cdef int k, target = -1, mode
+        cdef int64_t now
+        cdef perr_t err
+        cdef sockaddr_storage ignored
+        cdef fedit_t* e = &self.ed
+        cdef Py_ssize_t total
+        cdef char dbr[23]
+        cdef uint64_t key
+        self.pre_k = -1
+        if self.draining or self.lb_mode or br.len <= 7 \
+                or memcmp(m.b + br.off, b"z9hG4bK", 7) != 0 or m.first[H_TO] < 0 \
+                or self._has_tag(m, &m.hdrs[m.first[H_TO]]) \
+                or find_header(m, "x-sipfast-probe", 15) >= 0 \
+                or tx_lookup(&self.t, m.b + br.off, br.len, <const uint8_t*>sentby, sl,
+                             TXM_INVITE) >= 0:
+            return False
+        # the load with this call, as if its transaction were there (README "Load")
+        self.pm.part_calls[self.pm_slot] = self.pending_invites + self.dl.n + 1
+        self.pm.part_pending[self.pm_slot] = self.pending_count + 1
+        now = now_ms()
+        k = self.pm.decide(m, now, &target)
+        if k != DG_DELEGATE:
+            self.pre_k = k
+            return False
+        mode = 1 if self.pm.direct else 2
+        key = relay_key(m.b + br.off, br.len, sentby, sl)
+        if self._prepare(m, src, &ignored, &err, False) < 0:
+            self.pm.undo_delegation(target)
+            self._reply(m, err.status, &err, src, fd, 0)
+            return True
+        if dlg_put(&self.st, key, now + 64 * <int64_t>self.t.t1,
+                   target * 2 + (1 if mode == 1 else 0)) < 0:
+            self.pm.undo_delegation(target)     # as many relays held as transactions
+            self.rejected += 1
+            self._reply(m, 503, NULL, src, fd, 0)
+            return True
+        if mode == 2:
+            derived_branch(m, dbr)
+            self._push_via(m, dbr, 23, False)
+            self.delegated += 1
+        k = e.an
+        fe_put(e, self.pm.vline, self.pm.vlen)      # an overflow fails _apply
+        fe_lump(e, m.hdr_end, m.hdr_end, k)
+        total = self._apply(m, self._slot())
+        if total < 0:
+            dlg_del(&self.st, key)
+            self.pm.undo_delegation(target)
+            self.dropped += 1
+            return True
+        self._queue(total, &self.pm.peers[target].addr, self.sfd)  # peers: over UDP
+        self._count_relayed(mode)
+        return True
 
     cdef bint _not_on_route(self, Message m) noexcept:
         """An in-dialog request (To tag) whose first Route names another
@@ -2147,24 +2260,18 @@ cdef class UdpProxy:
 
     cdef bint _delegate(self, Message m, int64_t txn, cstore_t* c,
                         sockaddr_storage* src) noexcept:
-        """The compiled decision for a new INVITE (deleg.pxi), carried out;
-        False when the control plane must decide it."""
-        cdef int target = -1, k
-        self.pm.part_calls[self.pm_slot] = self.pending_invites + self.dl.n
-        self.pm.part_pending[self.pm_slot] = self.pending_count
-        k = self.pm.decide(m, now_ms(), &target)
-        if k == DG_ASK:
-            return False
+        """Carry out the compiled decision _relay_new took for this new
+        INVITE when it did not delegate it; False when the control plane
+        must decide it."""
+        cdef int k = self.pre_k
+        self.pre_k = -1
         if k == DG_LOCAL:
             self._route(m, txn, c, src, NULL, NULL, 0)
         elif k == DG_REJECT:
             fail(&c.err, 503, E_OK, -1)
             tx_reply(&self.t, txn, 503, now_ms())
         else:
-            if not self.pm.direct:
-                self.delegated += 1
-            self._direct(m, txn, c, src, &self.pm.peers[target].addr, self.pm.vline,
-                         self.pm.vlen, 1 if self.pm.direct else 2)
+            return False        # DG_ASK (or, never, no decision): the control plane's
         return True
 
     cdef void _decided(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src,
@@ -2202,7 +2309,7 @@ cdef class UdpProxy:
                                   &dst) < 0:
                     raise ValueError("a delegate must be an IP address and port")
                 if direct:
-                    self._direct(m, txn, c, src, &dst, PyBytes_AS_STRING(extra), len(extra), 1)
+                    self._direct(m, txn, c, src, &dst, PyBytes_AS_STRING(extra), len(extra))
                 else:
                     self.delegated += 1
                     self._route(m, txn, c, src, &dst, PyBytes_AS_STRING(extra), len(extra))
@@ -2211,16 +2318,13 @@ cdef class UdpProxy:
             tx_reply(&self.t, txn, 500, now_ms())
 
     cdef void _direct(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src,
-                      sockaddr_storage* dst, const char* extra, int extra_len,
-                      int mode) noexcept:
-        """Relay the INVITE to a delegate without a client transaction (nor
-        Record-Route); this cell only remembers where the INVITE went, for
-        its retransmissions, CANCEL and ACK.  Mode 1 (--reply-path direct):
-        without our Via, the delegate answers the caller directly.  Mode 2
-        (--reply-path via): as a stateless proxy does (§16.11), our Via with
-        a branch derived from the incoming one, so the relayed
-        retransmissions, CANCEL and ACK match the delegate's transaction;
-        its responses come back to us and go on by that Via, popped."""
+                      sockaddr_storage* dst, const char* extra, int extra_len) noexcept:
+        """Relay the INVITE of server transaction txn to a delegate without
+        our Via (--reply-path direct decided by the control plane), nor a
+        client transaction or Record-Route:
+        the delegate answers the caller directly; the cell, detached, only
+        remembers where the INVITE went, for its retransmissions, CANCEL
+        and ACK."""
         cdef perr_t err
         cdef sockaddr_storage ignored
         if self._prepare(m, src, &ignored, &err, False) < 0:
@@ -2228,20 +2332,19 @@ cdef class UdpProxy:
             tx_reply(&self.t, txn, err.status, now_ms())
             return
         self.out_tcp = False
-        if self._branch(m, txn, c, 0, dst, NULL, 0, extra, extra_len,
-                        0 if mode == 1 else 2) < 0 \
+        if self._branch(m, txn, c, 0, dst, NULL, 0, extra, extra_len, False) < 0 \
                 or tx_detach(&self.t, txn, now_ms()) < 0:
             fail(&c.err, 500, E_OK, -1)
             tx_reply(&self.t, txn, 500, now_ms())
             return
-        c.direct = mode
+        c.direct = 1
         self.any_direct = True
         self._answered(c, 0)        # not ours to answer any more
         self._send_down(&c.bs[0], c.bs[0].req.p, c.bs[0].req.len)
-        self._count_relayed(mode)
+        self._count_relayed(1)
 
     cdef inline void _count_relayed(self, int mode) noexcept:
-        """One more request relayed by _direct's mode: 1 without our Via,
+        """One more request relayed to a delegate: mode 1 without our Via,
         2 statelessly with it."""
         if mode == 1:
             self.relayed_direct += 1
@@ -2250,8 +2353,8 @@ cdef class UdpProxy:
 
     cdef void _relay_direct(self, Message m, sockaddr_storage* src,
                             sockaddr_storage* dst, int mode) noexcept:
-        """A later request of a relayed INVITE (_direct's mode), sent on the
-        same way."""
+        """A later request of an INVITE relayed to a delegate (_relay_new,
+        _direct), sent on the same way (mode: _count_relayed's)."""
         cdef perr_t err
         cdef sockaddr_storage ignored
         cdef Py_ssize_t total
@@ -2329,11 +2432,11 @@ cdef class UdpProxy:
 
     cdef int _branch(self, Message m, int64_t txn, cstore_t* c, int b,
                      const sockaddr_storage* dst, const char* ruri, int ruri_len,
-                     const char* extra, int extra_len, int via) noexcept:
+                     const char* extra, int extra_len, bint via) noexcept:
         """Build the copy of m for client branch b into its store: the common
-        edits of _prepare, our Via with the cell's branch (via 1; via 2: the
-        branch derived from the request's own, §16.11; via 0: no Via), for
-        a location target the new Request-URI, and the extra header lines.
+        edits of _prepare, our Via with the cell's branch (unless not via)
+        and Record-Route, for a location target the new Request-URI, and
+        the extra header lines.
         1, or -1 on failure."""
         cdef fedit_t* e = &self.ed
         cdef int n0 = e.n, an0 = e.an, i, start, nb
@@ -2361,10 +2464,7 @@ cdef class UdpProxy:
         br[33] = 46
         br[34] = HEXDIGITS[(b >> 4) & 15]
         br[35] = HEXDIGITS[b & 15]
-        if via == 2:
-            derived_branch(m, br)
-            self._push_via(m, br, 23, self.out_tcp)
-        elif via:
+        if via:
             self._push_via(m, br, SF_BRANCH_LEN, self.out_tcp)
             self._add_rr(m)
         if extra_len > 0:
@@ -2610,22 +2710,28 @@ cdef class UdpProxy:
         tx_on_response(&self.t, txn, b, m.status_code, now_ms())
         self._run(m, NULL, fd)
 
-    cdef int32_t _relayed_invite(self, Message m, via_t* nv) noexcept:
-        """The cell of the INVITE this proxy relayed with its Via and a
-        derived branch (a detached cell, _direct mode 2) that the Via under
-        ours names, or -1."""
+    cdef void _relayed_invite(self, Message m, via_t* nv) noexcept:
+        """A response to an INVITE that _relay_new relayed with our Via (the
+        Via under ours names it): hold the relay while the INVITE can still
+        be CANCELled (a provisional: until the delegate's Timer C could end
+        it, plus 64*T1) and 64*T1 after a final answer (its retransmissions
+        and the ACK of a non-2xx)."""
         cdef char sentby[ADDR_TEXT + 8]
-        cdef int sl, k
-        if nv.branch.off < 0 or not span_ieq(m.b, m.cseq_meth, "invite", 6):
-            return -1
+        cdef int sl
+        cdef int64_t k, now
+        if nv.branch.off < 0 or m.status_code < 101 \
+                or not span_ieq(m.b, m.cseq_meth, "invite", 6):
+            return
         sl = nv.host.len if nv.host.len < ADDR_TEXT else ADDR_TEXT
         memcpy(sentby, m.b + nv.host.off, sl)
         sentby[sl] = 58
         sl += 1
         sl += fmt_int(sentby + sl, nv.port if nv.port > 0 else 5060)
-        k = tx_lookup(&self.t, m.b + nv.branch.off, nv.branch.len, <const uint8_t*>sentby, sl,
-                      TXM_INVITE)
-        return k if k >= 0 and self.cs[k].direct == 2 else -1
+        now = now_ms()
+        k = dlg_find(&self.st, relay_key(m.b + nv.branch.off, nv.branch.len, sentby, sl), now)
+        if k >= 0:
+            self.st.e[k].expires = now + 64 * <int64_t>self.t.t1 + (
+                self.t.tc if m.status_code < 200 else 0)
 
     cdef void _response_stateless(self, Message m) noexcept:
         """Pop our Via (top_via scanned) and send to the next Via's
@@ -2662,16 +2768,8 @@ cdef class UdpProxy:
         if x < 0 or scan_via(m.b, s, x, &nv, &err) < 0:
             self.dropped += 1
             return
-        if self.any_direct:
-            k = self._relayed_invite(m, &nv)
-            if k >= 0:
-                if m.status_code == 100:
-                    # the delegate's 100 for an INVITE we relayed (_direct
-                    # mode 2): the caller had ours (hop by hop, §16.7 step 5)
-                    self.trying_absorbed += 1
-                    return
-                # its cell must outlive a long ringing phase (a late CANCEL)
-                tx_detached_seen(&self.t, k, m.status_code, now_ms())
+        if self.st.n > 0:
+            self._relayed_invite(m, &nv)
         host = nv.received if nv.received.off >= 0 else nv.host
         port = nv.port if nv.port > 0 else 5060
         if nv.rport.off >= 0 and nv.rport.len > 0 and parse_uint(
@@ -2835,6 +2933,13 @@ cdef void derived_branch(Message m, char* br) noexcept nogil:
     memcpy(br, b"z9hG4bK", 7)
     for i in range(16):
         br[7 + i] = HEXDIGITS[(hv >> (60 - 4 * i)) & 15]
+
+
+cdef inline uint64_t relay_key(const uint8_t* branch, Py_ssize_t blen, const char* sentby,
+                               int sl) noexcept nogil:
+    """The key of a relay held in UdpProxy.st: the INVITE's branch and
+    sent-by (§17.2.3), which its CANCEL and the ACK of a non-2xx share."""
+    return fnv64(<const uint8_t*>sentby, sl, fnv64(branch, blen, 14695981039346656037ULL))
 
 
 cdef inline int fmt_int(char* out, int64_t v) noexcept nogil:

@@ -617,18 +617,6 @@ cdef int tx_detach(tx_table_t* t, int64_t txn, int64_t now) noexcept nogil:
     tx_timer_start(t, tx_tnode(ci, TXT_S_FINAL), now + 64 * t.t1)
     return 0
 
-cdef void tx_detached_seen(tx_table_t* t, int32_t ci, int status, int64_t now) noexcept nogil:
-    """A response of the next hop to a detached INVITE (relayed by the TU
-    with its Via) passed: hold the cell while the INVITE can still be
-    CANCELled (a provisional: until the next hop's Timer C could end it,
-    plus 64*T1) and 64*T1 after a final answer (its retransmissions and the
-    ACK of a non-2xx)."""
-    cdef tx_cell_t* c = &t.cells[ci]
-    if c.sstate != TXS_CONFIRMED or status < 101:
-        return
-    tx_timer_start(t, tx_tnode(ci, TXT_S_FINAL),
-                   now + 64 * t.t1 + (t.tc if status < 200 else 0))
-
 cdef void tx_cancel_invite(tx_table_t* t, int32_t ci, int64_t now) noexcept nogil:
     """An upstream CANCEL for the INVITE in cell ci (§16.10)."""
     cdef tx_cell_t* c = &t.cells[ci]

@@ -24,9 +24,10 @@ HOT = {
     "_via_is_ours", "_reply", "_build_reply", "_has_tag", "_relay_direct", "_direct",
     "_fanout", "_on_probe", "_won", "_no_winner", "_answer_probe", "_conn_read",
     "_conn_write", "_conn_flush", "_tcp_send", "_conn_index", "_names_us", "_ruri_is_us",
-    "_delegate", "_not_on_route", "_relayed_invite",
+    "_delegate", "_not_on_route", "_relayed_invite", "_relay_new", "_count_relayed",
+    "relay_key", "dlg_find", "dlg_put",
     # ext/deleg.pxi: the delegation decision, once per new INVITE
-    "decide", "_lowest", "dg_visited", "dg_parse_identity",
+    "decide", "_lowest", "dg_visited", "dg_parse_identity", "undo_delegation",
 }
 # Not listed, on purpose: _on_new (calls the on_invite hook, once per new
 # call and only when one is set), _local and _decided (the registrar, the

@@ -237,13 +237,14 @@ def test_the_proxy_decides_in_c_and_delegates_on_the_wire():
             b"127.0.0.1:6000", f"127.0.0.1:{caller.getsockname()[1]}".encode())
         caller.sendto(data, ("127.0.0.1", fport))
         px.on_readable()
-        assert sipfast.parse(caller.recv(65535)).status == 100
     send("c1")                                    # own load 1/2 > 0.4: delegate
     got = sipfast.parse(peer.recv(65535))
     assert got.method == "INVITE" and got.get("X-Sipfast-Visited") == me
     assert len(got.vias) == 2                     # --reply-path via: ours on top
+    assert px.stats()["transactions"] == 0        # relayed before any transaction
     m.set_threshold(1.0)                          # 2/2: a threshold change reaches C
     send("c2")
+    assert sipfast.parse(caller.recv(65535)).status == 100     # completed here
     got = sipfast.parse(callee.recv(65535))
     assert got.call_id == "c2-1" and got.get("X-Sipfast-Visited") is None
     assert calls == []
@@ -254,12 +255,13 @@ def test_the_proxy_decides_in_c_and_delegates_on_the_wire():
 
 
 def test_a_delegated_invite_is_relayed_statelessly_with_a_derived_branch():
-    """--reply-path via, decided in C: our Via with a branch derived from
-    the caller's (§16.11), no client transaction: a retransmission and the
-    CANCEL reach the same delegate with the same branch (so the delegate
-    matches them to its transaction), the delegate's 100 is not relayed
-    (the caller had ours), its 180 and 487 go to the caller with our Via
-    popped, the ACK of the 487 follows the INVITE; nothing stays counted."""
+    """--reply-path via, decided in C: relayed as a stateless proxy does
+    (§16.11), before any transaction: our Via with a branch derived from
+    the caller's, no 100 of ours; a retransmission and the CANCEL reach the
+    same delegate with the same branch (so the delegate matches them to its
+    transaction) without a second decision, the delegate's 100, 180 and
+    487 go to the caller with our Via popped, the ACK of the 487 follows
+    the INVITE; nothing is counted as this proxy's load."""
     front, peer, callee, caller = udp(), udp(), udp(), udp()
     front.setblocking(False)
     fport, pport, cport, uport = (s.getsockname()[1] for s in (front, peer, callee, caller))
@@ -285,8 +287,8 @@ def test_a_delegated_invite_is_relayed_statelessly_with_a_derived_branch():
             s.settimeout(2.0)
         return False
     to_front(data, caller)
-    assert sipfast.parse(caller.recv(65535)).status == 100        # ours, at once
     first = sipfast.parse(peer.recv(65535))
+    assert silent(caller)                                           # no 100 of ours
     to_front(data, caller)                                          # a retransmission
     again = sipfast.parse(peer.recv(65535))
     b = first.vias[0].branch
@@ -303,9 +305,10 @@ def test_a_delegated_invite_is_relayed_statelessly_with_a_derived_branch():
     peer.sendto(answer(100, "Trying", first), ("127.0.0.1", fport))
     peer.sendto(answer(180, "Ringing", first, "d1"), ("127.0.0.1", fport))
     px.on_readable()
+    trying = sipfast.parse(caller.recv(65535))
+    assert trying.status == 100 and [v.branch for v in trying.vias] == ["z9hG4bKgen"]
     ringing = sipfast.parse(caller.recv(65535))
     assert ringing.status == 180 and [v.branch for v in ringing.vias] == ["z9hG4bKgen"]
-    assert silent(caller)                                           # no second 100
     cancel = data.replace(b"INVITE sip:bob@127.0.0.1:5090 SIP/2.0",
                           b"CANCEL sip:bob@127.0.0.1:5090 SIP/2.0").replace(
                               b"CSeq: 1 INVITE", b"CSeq: 1 CANCEL")
@@ -322,17 +325,20 @@ def test_a_delegated_invite_is_relayed_statelessly_with_a_derived_branch():
     assert got.method == "ACK" and got.vias[0].branch == b
     assert silent(callee)
     st = px.stats()
-    assert st["relayed_stateless"] == 4 and st["trying_absorbed"] == 1
-    assert st["delegated"] == 1 and st["pending"] == 0 and st["active_calls"] == 0
+    assert st["relayed_stateless"] == 4 and st["relays_held"] == 1
+    assert st["delegated"] == 1 and st["transactions"] == 0
+    assert st["pending"] == 0 and st["active_calls"] == 0
+    assert m.counters()["delegated"] == 1 and m.assigned(0) == 1
     for s in (front, peer, callee, caller):
         s.close()
 
 
 def test_a_cancel_after_a_long_ringing_still_reaches_the_delegate():
-    """The detached cell of a statelessly relayed INVITE is kept while the
+    """The relay of a statelessly relayed INVITE is held while the
     delegate's 180 says the call rings (not only 64*T1 from the INVITE):
     with T1 = 10 ms, a CANCEL 1 s after the INVITE (64*T1 = 0.64 s) still
-    goes to the delegate with the INVITE's branch, not to the next hop."""
+    goes to the delegate with the INVITE's branch, not to the next hop;
+    64*T1 after the 487 the relay is gone."""
     import time
 
     socks = [udp() for _ in range(4)]
@@ -340,7 +346,7 @@ def test_a_cancel_after_a_long_ringing_still_reaches_the_delegate():
     front.setblocking(False)
     fport, pport, cport, uport = (s.getsockname()[1] for s in socks)
     px = UdpProxy(front.fileno(), "127.0.0.1", fport, [("127.0.0.1", cport)], stateful=True,
-                  t1=10, t2=40, t4=50)
+                  t1=10, t2=40, t4=50, max_transactions=64)    # a small table: swept at once
     m = PeerMirror([("127.0.0.1", pport)], [("127.0.0.1", fport)], f"sip:127.0.0.1:{fport}",
                    threshold=0.0, capacity=1, pending_limit=500, max_age=30.0)
     px.set_delegation(m, 0)
@@ -348,19 +354,24 @@ def test_a_cancel_after_a_long_ringing_still_reaches_the_delegate():
     data = invite([], 70).replace(b"127.0.0.1:6000", f"127.0.0.1:{uport}".encode())
     caller.sendto(data, ("127.0.0.1", fport))
     px.on_readable()
-    assert sipfast.parse(caller.recv(65535)).status == 100
     first = sipfast.parse(peer.recv(65535))
     vias = "".join(f"Via: {v}\r\n" for v in first.vias)
-    peer.sendto((f"SIP/2.0 180 Ringing\r\n{vias}From: {first.get('From')}\r\n"
-                 f"To: {first.get('To')};tag=d1\r\nCall-ID: {first.call_id}\r\n"
-                 "CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n").encode(),
-                ("127.0.0.1", fport))
-    px.on_readable()
-    assert sipfast.parse(caller.recv(65535)).status == 180
-    end = time.monotonic() + 1.0
-    while time.monotonic() < end:               # the wheel runs past 64*T1
-        px.on_timer()
-        time.sleep(0.02)
+
+    def answer(status: int, reason: str) -> None:
+        peer.sendto((f"SIP/2.0 {status} {reason}\r\n{vias}From: {first.get('From')}\r\n"
+                     f"To: {first.get('To')};tag=d1\r\nCall-ID: {first.call_id}\r\n"
+                     "CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n").encode(),
+                    ("127.0.0.1", fport))
+        px.on_readable()
+        assert sipfast.parse(caller.recv(65535)).status == status
+
+    def wait(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:           # the wheel runs past 64*T1
+            px.on_timer()
+            time.sleep(0.02)
+    answer(180, "Ringing")
+    wait(1.0)
     cancel = data.replace(b"INVITE sip:bob@127.0.0.1:5090 SIP/2.0",
                           b"CANCEL sip:bob@127.0.0.1:5090 SIP/2.0").replace(
                               b"CSeq: 1 INVITE", b"CSeq: 1 CANCEL")
@@ -368,6 +379,76 @@ def test_a_cancel_after_a_long_ringing_still_reaches_the_delegate():
     px.on_readable()
     got = sipfast.parse(peer.recv(65535))
     assert got.method == "CANCEL" and got.vias[0].branch == first.vias[0].branch
+    answer(487, "Request Terminated")
+    assert px.stats()["relays_held"] == 1
+    wait(1.0)
+    assert px.stats()["relays_held"] == 0           # swept 64*T1 after the final
+    for s in socks:
+        s.close()
+
+
+def test_reply_path_direct_relays_without_our_via_and_holds_the_delegate():
+    """--reply-path direct, decided in C: no Via of ours and no transaction;
+    the retransmission and the CANCEL go to the same delegate (a second
+    peer, as loaded, is not chosen again), nothing goes to the caller."""
+    socks = [udp() for _ in range(4)]
+    front, p1, p2, caller = socks
+    front.setblocking(False)
+    fport, port1, port2, uport = (s.getsockname()[1] for s in socks)
+    px = UdpProxy(front.fileno(), "127.0.0.1", fport, [("127.0.0.1", 9)], stateful=True)
+    m = PeerMirror([("127.0.0.1", port1), ("127.0.0.1", port2)], [("127.0.0.1", fport)],
+                   f"sip:127.0.0.1:{fport}", threshold=0.0, capacity=1, pending_limit=500,
+                   max_age=5.0, direct=True)
+    px.set_delegation(m, 0)
+    m.set_report(0, 0, 0, 100, 0, 0.0)
+    m.set_report(1, 0, 0, 100, 0, 0.0)
+    data = invite([], 70).replace(b"127.0.0.1:6000", f"127.0.0.1:{uport}".encode())
+    cancel = data.replace(b"INVITE sip:", b"CANCEL sip:").replace(b"1 INVITE", b"1 CANCEL")
+    for msg in (data, data, cancel):
+        caller.sendto(msg, ("127.0.0.1", fport))
+        px.on_readable()
+    got = [sipfast.parse(p1.recv(65535)) for _ in range(3)]
+    assert [g.method for g in got] == ["INVITE", "INVITE", "CANCEL"]
+    assert all([v.branch for v in g.vias] == ["z9hG4bKgen"] for g in got)
+    assert got[0].vias[0].params.get("rport") == str(uport)    # the delegate answers there
+    st = px.stats()
+    assert st["relayed_direct"] == 3 and st["transactions"] == 0 and st["sent"] == 3
+    assert m.counters()["delegated"] == 1
+    for s in socks:
+        s.close()
+
+
+def test_with_as_many_relays_held_as_transactions_a_delegation_gets_503():
+    """The relays held are bounded by the transaction table's size: a new
+    INVITE to delegate beyond it gets 503 with Retry-After and is not
+    counted as delegated; a retransmission of one held still goes on."""
+    socks = [udp() for _ in range(3)]
+    front, peer, caller = socks
+    front.setblocking(False)
+    fport, pport, uport = (s.getsockname()[1] for s in socks)
+    px = UdpProxy(front.fileno(), "127.0.0.1", fport, [("127.0.0.1", 9)], stateful=True,
+                  max_transactions=2)
+    m = PeerMirror([("127.0.0.1", pport)], [("127.0.0.1", fport)], f"sip:127.0.0.1:{fport}",
+                   threshold=0.0, capacity=1, pending_limit=500, max_age=5.0)
+    px.set_delegation(m, 0)
+    m.set_report(0, 0, 0, 100, 0, 0.0)
+    base = invite([], 70).replace(b"127.0.0.1:6000", f"127.0.0.1:{uport}".encode())
+
+    def send(n: int) -> None:
+        caller.sendto(base.replace(b"gen", f"c{n}".encode()), ("127.0.0.1", fport))
+        px.on_readable()
+    for n in (1, 2):
+        send(n)
+        assert sipfast.parse(peer.recv(65535)).call_id == f"c{n}-1"
+    assert px.stats()["relays_held"] == 2
+    send(3)
+    full = sipfast.parse(caller.recv(65535))
+    assert full.status == 503 and full.get("Retry-After") is not None
+    assert full.call_id == "c3-1"
+    send(1)
+    assert sipfast.parse(peer.recv(65535)).call_id == "c1-1"
+    assert m.counters()["delegated"] == 2 and m.assigned(0) == 2
+    assert px.stats()["rejected"] == 1 and px.stats()["transactions"] == 0
     for s in socks:
         s.close()
 

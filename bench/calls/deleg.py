@@ -92,6 +92,10 @@ def main(argv=None) -> int:
     p.add_argument("--topo", default=",".join(TOPOS))
     p.add_argument("--rate", type=int, default=500)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the topology list this many times, every other "
+                        "round in reverse order (a drift of the machine then "
+                        "weighs on every topology alike); ratios per round")
     p.add_argument("--member-port", type=int, default=5081)
     p.add_argument("--sipfast", default="sipfast")
     p.add_argument("--json")
@@ -103,31 +107,60 @@ def main(argv=None) -> int:
         ["bench/calls/deleg.py", *(argv if argv is not None else sys.argv[1:])]),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "rate": own.rate})
     results, code = [], 0
-    for topo in [x for x in own.topo.split(",") if x]:
-        b = ChainBench(args, topo)
-        res, ok = lb.measure(b, topo, own.rate, args.duration, own.repeats)
-        code = code or (0 if ok else 1)
-        res["topo"] = topo
-        results.append(res)
-        if own.json:
-            with open(own.json, "w") as f:
-                json.dump({"meta": meta, "results": results}, f, indent=1)
+    topos = [x for x in own.topo.split(",") if x]
+    for rnd in range(own.rounds):
+        for topo in (topos if rnd % 2 == 0 else topos[::-1]):
+            b = ChainBench(args, topo)
+            res, ok = lb.measure(b, f"{topo} (round {rnd + 1})", own.rate, args.duration,
+                                 own.repeats)
+            code = code or (0 if ok else 1)
+            res["topo"], res["round"] = topo, rnd + 1
+            results.append(res)
+            if own.json:
+                with open(own.json, "w") as f:
+                    json.dump({"meta": meta, "results": results}, f, indent=1)
+    print_tables(results, topos, own.rounds)
+    return code
+
+
+def _passed(res: dict) -> list[dict]:
+    return [r for r in res["runs"] if r["phase"] == "fixed" and r["passed"]]
+
+
+def _median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def print_tables(results: list[dict], topos: list[str], rounds: int) -> None:
+    """Per topology: FRONT's median over every passing run (the runs),
+    P2's and P3's; then, with stateless1 measured, FRONT's median per round
+    over stateless1's in the same round, and the median of those ratios."""
     print("| topology | FRONT CPU ms/call, median (runs) "
           "| P2 CPU ms/call, median | P3 | failed calls |")
     print("|---|---|---|---|---|")
-    for res in results:
-        runs = [r for r in res["runs"] if r["phase"] == "fixed"]
-        f = [r["cpu_ms_per_call"] for r in runs if r["passed"]]
-        m = [r["member_cpu_ms_per_call"]["p2"] for r in runs if r["passed"]]
-        m3 = [r["member_cpu_ms_per_call"].get("p3") for r in runs
-              if r["passed"] and "p3" in r["member_cpu_ms_per_call"]]
-        print(f"| {res['topo']} | "
-              f"{run._fmt(statistics.median(f) if f else None)} "
+    for topo in topos:
+        mine = [res for res in results if res["topo"] == topo]
+        runs = [r for res in mine for r in res["runs"] if r["phase"] == "fixed"]
+        ok = [r for res in mine for r in _passed(res)]
+        m3 = [r["member_cpu_ms_per_call"]["p3"] for r in ok
+              if "p3" in r["member_cpu_ms_per_call"]]
+        print(f"| {topo} | {run._fmt(_median([r['cpu_ms_per_call'] for r in ok]))} "
               f"({', '.join(run._fmt(r['cpu_ms_per_call']) for r in runs)}) | "
-              f"{run._fmt(statistics.median(m) if m else None)} | "
-              f"{run._fmt(statistics.median(m3) if m3 else None)} | "
-              f"{sum(r['failed'] for r in runs)} |")
-    return code
+              f"{run._fmt(_median([r['member_cpu_ms_per_call']['p2'] for r in ok]))} | "
+              f"{run._fmt(_median(m3))} | {sum(r['failed'] for r in runs)} |")
+    if "stateless1" not in topos:
+        return
+    front = {(res["topo"], res["round"]): _median(
+        [r["cpu_ms_per_call"] for r in _passed(res)]) for res in results}
+    others = [t for t in topos if t != "stateless1"]
+    print()
+    print("| topology | FRONT / stateless1 per round | median |")
+    print("|---|---|---|")
+    for topo in others:
+        ratios = [front[(topo, k)] / front[("stateless1", k)] for k in range(1, rounds + 1)
+                  if front.get((topo, k)) and front.get(("stateless1", k))]
+        print(f"| {topo} | {', '.join(f'{x:.2f}' for x in ratios)} | "
+              f"{_median(ratios) and f'{_median(ratios):.2f}'} |")
 
 
 if __name__ == "__main__":

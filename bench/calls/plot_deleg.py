@@ -4,7 +4,7 @@
     python bench/calls/plot_deleg.py results/deleg.json results/deleg.png
 
 One bar per topology: FRONT's CPU milliseconds per call (median of the
-passing fixed-rate runs, each run a dot), with the members' (P2, P3) CPU
+passing fixed-rate runs of every round, each run a dot), with the members' (P2, P3) CPU
 stacked above in a lighter shade; a dashed line at stateless1's FRONT
 figure, the issue's target for a delegation hop.
 """
@@ -26,11 +26,14 @@ def main(argv: list[str]) -> int:
     with open(argv[0]) as f:
         data = json.load(f)
     names, front, members, dots = [], [], [], []
-    for res in data["results"]:
-        runs = [r for r in res["runs"] if r["phase"] == "fixed" and r["passed"]]
+    by_topo: dict[str, list[dict]] = {}
+    for res in data["results"]:      # every round of a topology together
+        by_topo.setdefault(res["topo"], []).extend(
+            r for r in res["runs"] if r["phase"] == "fixed" and r["passed"])
+    for topo, runs in by_topo.items():
         if not runs:
             continue
-        names.append(res["topo"])
+        names.append(topo)
         front.append(statistics.median(r["cpu_ms_per_call"] for r in runs))
         members.append(statistics.median(
             sum(v for v in r["member_cpu_ms_per_call"].values() if v is not None)

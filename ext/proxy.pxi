@@ -999,7 +999,8 @@ cdef class UdpProxy:
             budget = (now - self.last_timer) // 10 if self.last_timer > 0 else 1
             budget = 512 * (budget if 1 <= budget <= 64 else (1 if budget < 1 else 64))
             self.last_timer = now
-            self.calls_expired += dlg_sweep(&self.dl, now, <uint32_t>budget)
+            if self.dl.n > 0:
+                self.calls_expired += dlg_sweep(&self.dl, now, <uint32_t>budget)
             if self.st.n > 0:
                 dlg_sweep(&self.st, now, <uint32_t>budget)
             self._run(None, NULL, -1)

@@ -352,6 +352,17 @@ class FakeProxy:
     def stats(self):
         return dict(self.counters)
 
+    @property
+    def active_calls(self):
+        return self.counters["active_calls"]
+
+    def pending(self):
+        return self.counters["pending"]
+
+    @property
+    def live_transactions(self):
+        return self.counters["live_transactions"]
+
     def set_hooks(self, **kw):
         self.hooks.update(kw)
 

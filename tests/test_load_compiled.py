@@ -26,8 +26,13 @@ LOADS = (0.0, 0.1, 0.2, 0.2005, 0.201, 0.5, 0.7999, 0.8, 0.8005, 0.9, 1.0)
 class NoHooks:
     """A proxy without set_delegation: Delegation keeps deciding in Python."""
 
+    active_calls = live_transactions = 0
+
     def stats(self) -> dict[str, int]:
         return {}
+
+    def pending(self) -> int:
+        return 0
 
 
 def udp() -> socket.socket:

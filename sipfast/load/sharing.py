@@ -101,11 +101,11 @@ class LoadOptions:
 class Delegation:
     """Workload, peer table, sharing and decisions of one proxy process.
 
-    ``proxies`` are the compiled loops (or fakes with ``stats()``,
-    ``resume(txn, decision)``); :meth:`hooks_for` gives the two callbacks of
-    one of them.  :meth:`start` opens the socket and starts the timers;
-    :meth:`close` stops everything (deferred decisions are resumed
-    locally)."""
+    ``proxies`` are the compiled loops (or fakes with ``active_calls``,
+    ``pending()``, ``live_transactions``, ``resume(txn, decision)``);
+    :meth:`hooks_for` gives the two callbacks of one of them.
+    :meth:`start` opens the socket and starts the timers; :meth:`close`
+    stops everything (deferred decisions are resumed locally)."""
 
     def __init__(self, proxies: Sequence[Any], opts: LoadOptions,
                  loop: asyncio.AbstractEventLoop, *,
@@ -172,12 +172,14 @@ class Delegation:
     def sample(self) -> float:
         """Read the compiled loops' counters into the workload; the load
         (the compiled copy gets each listener's counters and the CPU share)."""
-        stats = [p.stats() for p in self.proxies]
-        self.workload.read(stats)
+        # the three counters, not stats(): this runs every watch interval
+        counts = [(p.active_calls, p.pending(), p.live_transactions) for p in self.proxies]
+        self.workload.update(sum(c[0] for c in counts), sum(c[1] for c in counts),
+                             sum(c[2] for c in counts))
         if self.mirror is not None:
             self.mirror.set_cpu(self.workload.cpu)
-            for i, st in enumerate(stats):
-                self.mirror.set_part(i, st.get("active_calls", 0), st.get("pending", 0))
+            for i, (calls, pending, _) in enumerate(counts):
+                self.mirror.set_part(i, calls, pending)
         return self.workload.load
 
     # -- the compiled copy ---------------------------------------------------

@@ -7,16 +7,18 @@ The formula (README "Delegating peers"):
                       cpu))
 
 ``active_calls`` and ``pending`` are the compiled loop's counters
-(``UdpProxy.stats()``, summed over this process's listeners): INVITE server
+(``UdpProxy.active_calls`` and ``pending()``, summed over this process's
+listeners): INVITE server
 transactions without a final answer plus confirmed dialogs this proxy
 record-routed (until BYE; one whose 2xx got no ACK in 64*T1 drops out
 then), and server transactions awaiting a final answer.  ``cpu`` is
 the share of one core this process used (user + system time from
 ``/proc/self/stat``) over the last sampling interval.
 
-A decision is taken while the INVITE being decided already has its server
-transaction, so the counters read then include that call: the load compared
-with the threshold is the load this proxy has *with* the call.
+The load compared with the threshold is the load this proxy has *with* the
+call being decided: a decision taken here (the control plane's) is taken on
+the INVITE's server transaction, so the counters read then include it; the
+compiled decision, taken before any transaction, adds the call itself.
 """
 
 from __future__ import annotations

@@ -66,9 +66,13 @@ def run_calls(net, logdir, calls, *, rate=50, t1=PROXY_T1):
     caller, callee = net["caller"], net["callee"]
     with sipp.start_uas("uas_loss.xml", ip=callee.ip, netns=callee.netns, calls=calls,
                         timeout_s=60, workdir=logdir / "uas") as uas:
+        # Timer J as RFC 3261 §17.2.2 has it for UDP (64*T1), which the
+        # numbers above assume: the default --wait-timer (10*T1, 2 s here)
+        # ends the BYE's server transaction before the caller's later
+        # copies (T1 500 ms, doubling to 4 s) come
         with proxy("--route", f"sip:{callee.ip}:{uas.port}", "--workers", "1",
-                   "--t1", str(t1), host=caller.gateway, stateless=False,
-                   cwd=logdir) as (pport, proc):
+                   "--t1", str(t1), "--wait-timer", str(64 * t1), host=caller.gateway,
+                   stateless=False, cwd=logdir) as (pport, proc):
             uac = sipp.run_uac((caller.gateway, pport), "uac.xml", ip=caller.ip,
                                netns=caller.netns, calls=calls, rate=rate,
                                hold_ms=HOLD_MS, recv_timeout_ms=30000,

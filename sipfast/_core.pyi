@@ -391,7 +391,9 @@ class UdpProxy:
     ) -> None:
         """Set the control plane's callbacks named (others are kept)."""
     def set_delegation(self, mirror: PeerMirror | None, slot: int = 0) -> None:
-        """Decide new INVITEs in C with mirror (on_invite only when it asks)."""
+        """Decide new INVITEs in C with mirror, before any transaction: a
+        delegated one is relayed statelessly and only a relay entry is held
+        (stats()["relays_held"]); on_invite only when the mirror asks."""
     def resume(self, txn: int, decision: Decision) -> bool:
         """Carry out the decision for a deferred INVITE."""
     def drain(self) -> None:

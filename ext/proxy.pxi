@@ -397,9 +397,8 @@ cdef int dlg_put(dlg_table_t* d, uint64_t key, int64_t expires, int32_t val=0) n
     d.n += 1
     return 1
 
-cdef int64_t dlg_find(dlg_table_t* d, uint64_t key, int64_t now) noexcept nogil:
-    """The slot of an entry there and not expired (the sweep may not have
-    reached it yet), or -1."""
+cdef int64_t dlg_slot(dlg_table_t* d, uint64_t key) noexcept nogil:
+    """The slot of key's entry, or -1."""
     cdef uint32_t i
     if d.e == NULL:
         return -1
@@ -408,9 +407,15 @@ cdef int64_t dlg_find(dlg_table_t* d, uint64_t key, int64_t now) noexcept nogil:
     i = <uint32_t>(key & d.mask)
     while d.e[i].key != 0:
         if d.e[i].key == key:
-            return i if d.e[i].expires > now else -1
+            return i
         i = (i + 1) & d.mask
     return -1
+
+cdef int64_t dlg_find(dlg_table_t* d, uint64_t key, int64_t now) noexcept nogil:
+    """The slot of an entry there and not expired (the sweep may not have
+    reached it yet), or -1."""
+    cdef int64_t i = dlg_slot(d, key)
+    return i if i >= 0 and d.e[i].expires > now else -1
 
 cdef void dlg_del_at(dlg_table_t* d, uint32_t i) noexcept nogil:
     cdef uint32_t j = i, home
@@ -429,29 +434,19 @@ cdef void dlg_del_at(dlg_table_t* d, uint32_t i) noexcept nogil:
 
 cdef int dlg_del(dlg_table_t* d, uint64_t key) noexcept nogil:
     """1 when the dialog was there."""
-    cdef uint32_t i
-    if key == 0:
-        key = 1
-    i = <uint32_t>(key & d.mask)
-    while d.e[i].key != 0:
-        if d.e[i].key == key:
-            dlg_del_at(d, i)
-            return 1
-        i = (i + 1) & d.mask
-    return 0
+    cdef int64_t i = dlg_slot(d, key)
+    if i < 0:
+        return 0
+    dlg_del_at(d, <uint32_t>i)
+    return 1
 
 cdef int dlg_touch(dlg_table_t* d, uint64_t key, int64_t expires) noexcept nogil:
     """Set the expiry of a dialog that is there (never adds one); 1 when it was."""
-    cdef uint32_t i
-    if key == 0:
-        key = 1
-    i = <uint32_t>(key & d.mask)
-    while d.e[i].key != 0:
-        if d.e[i].key == key:
-            d.e[i].expires = expires
-            return 1
-        i = (i + 1) & d.mask
-    return 0
+    cdef int64_t i = dlg_slot(d, key)
+    if i < 0:
+        return 0
+    d.e[i].expires = expires
+    return 1
 
 cdef int64_t dlg_sweep(dlg_table_t* d, int64_t now, uint32_t budget) noexcept nogil:
     """Drop expired dialogs among the next `budget` slots; how many."""
@@ -1764,12 +1759,7 @@ cdef class UdpProxy:
         if br.off < 0:
             br.off = 0
             br.len = 0
-        sl = m.top_via.host.len if m.top_via.host.len < ADDR_TEXT else ADDR_TEXT
-        memcpy(sentby, m.b + m.top_via.host.off, sl)
-        sentby[sl] = 58
-        sl += 1
-        k = m.top_via.port if m.top_via.port > 0 else 5060
-        sl += fmt_int(sentby + sl, k)
+        sl = sent_by(m, &m.top_via, sentby)
         if span_ieq(m.b, m.sl_method, "invite", 6):
             meth = TXM_INVITE
         elif span_ieq(m.b, m.sl_method, "ack", 3):
@@ -1834,9 +1824,6 @@ cdef class UdpProxy:
         cdef int64_t now
         cdef perr_t err
         cdef sockaddr_storage ignored
-        cdef fedit_t* e = &self.ed
-        cdef Py_ssize_t total
-        cdef char dbr[23]
         cdef uint64_t key
         self.pre_k = -1
         if self.draining or self.lb_mode or br.len <= 7 \
@@ -1866,21 +1853,13 @@ cdef class UdpProxy:
             self.rejected += 1
             self._reply(m, 503, NULL, src, fd, 0)
             return True
-        if mode == 2:
-            derived_branch(m, dbr)
-            self._push_via(m, dbr, 23, False)
-            self.delegated += 1
-        k = e.an
-        fe_put(e, self.pm.vline, self.pm.vlen)      # an overflow fails _apply
-        fe_lump(e, m.hdr_end, m.hdr_end, k)
-        total = self._apply(m, self._slot())
-        if total < 0:
+        if not self._relay(m, &self.pm.peers[target].addr, mode, self.pm.vline,
+                           self.pm.vlen):
             dlg_del(&self.st, key)
             self.pm.undo_delegation(target)
-            self.dropped += 1
             return True
-        self._queue(total, &self.pm.peers[target].addr, self.sfd)  # peers: over UDP
-        self._count_relayed(mode)
+        if mode == 2:
+            self.delegated += 1
         return True
 
     cdef bint _not_on_route(self, Message m) noexcept:
@@ -2358,18 +2337,33 @@ cdef class UdpProxy:
         _direct), sent on the same way (mode: _count_relayed's)."""
         cdef perr_t err
         cdef sockaddr_storage ignored
+        self._prepare(m, src, &ignored, &err, False)   # our edits; the target is known
+        self._relay(m, dst, mode, NULL, 0)
+
+    cdef bint _relay(self, Message m, sockaddr_storage* dst, int mode, const char* extra,
+                     int extra_len) noexcept:
+        """Send m, with _prepare's edits, to the delegate at dst (over UDP)
+        as mode says (_count_relayed's; 2: our Via with the branch derived
+        from m's, §16.11) and the extra header lines; False when it does
+        not fit (dropped)."""
         cdef Py_ssize_t total
         cdef char br[23]
-        self._prepare(m, src, &ignored, &err, False)   # our edits; the target is known
+        cdef int start
+        cdef fedit_t* e = &self.ed
         if mode == 2:
             derived_branch(m, br)
             self._push_via(m, br, 23, False)
+        if extra_len > 0:
+            start = e.an
+            fe_put(e, extra, extra_len)     # an overflow fails _apply
+            fe_lump(e, m.hdr_end, m.hdr_end, start)
         total = self._apply(m, self._slot())
         if total < 0:
             self.dropped += 1
-            return
-        self._queue(total, dst, self.sfd)     # a delegate is reached over UDP
+            return False
+        self._queue(total, dst, self.sfd)
         self._count_relayed(mode)
+        return True
 
     cdef void _route(self, Message m, int64_t txn, cstore_t* c, sockaddr_storage* src,
                      sockaddr_storage* forced, const char* extra, int extra_len) noexcept:
@@ -2723,11 +2717,7 @@ cdef class UdpProxy:
         if nv.branch.off < 0 or m.status_code < 101 \
                 or not span_ieq(m.b, m.cseq_meth, "invite", 6):
             return
-        sl = nv.host.len if nv.host.len < ADDR_TEXT else ADDR_TEXT
-        memcpy(sentby, m.b + nv.host.off, sl)
-        sentby[sl] = 58
-        sl += 1
-        sl += fmt_int(sentby + sl, nv.port if nv.port > 0 else 5060)
+        sl = sent_by(m, nv, sentby)
         now = now_ms()
         k = dlg_find(&self.st, relay_key(m.b + nv.branch.off, nv.branch.len, sentby, sl), now)
         if k >= 0:
@@ -2743,7 +2733,7 @@ cdef class UdpProxy:
         cdef Py_ssize_t x, vend, s
         cdef via_t nv
         cdef sockaddr_storage dst
-        cdef int i, port, k
+        cdef int i, port
         cdef int64_t v
         cdef span_t host
         e.n = 0
@@ -2934,6 +2924,16 @@ cdef void derived_branch(Message m, char* br) noexcept nogil:
     memcpy(br, b"z9hG4bK", 7)
     for i in range(16):
         br[7 + i] = HEXDIGITS[(hv >> (60 - 4 * i)) & 15]
+
+
+cdef inline int sent_by(Message m, via_t* v, char* out) noexcept nogil:
+    """Via v's sent-by as "host:port" (the port 5060 when absent) at out
+    (ADDR_TEXT + 8 bytes), the transaction key's part (§17.2.3); its length."""
+    cdef int sl = v.host.len if v.host.len < ADDR_TEXT else ADDR_TEXT
+    memcpy(out, m.b + v.host.off, sl)
+    out[sl] = 58
+    sl += 1
+    return sl + fmt_int(out + sl, v.port if v.port > 0 else 5060)
 
 
 cdef inline uint64_t relay_key(const uint8_t* branch, Py_ssize_t blen, const char* sentby,

@@ -25,7 +25,7 @@ HOT = {
     "_fanout", "_on_probe", "_won", "_no_winner", "_answer_probe", "_conn_read",
     "_conn_write", "_conn_flush", "_tcp_send", "_conn_index", "_names_us", "_ruri_is_us",
     "_delegate", "_not_on_route", "_relayed_invite", "_relay_new", "_count_relayed",
-    "relay_key", "dlg_find", "dlg_put",
+    "relay_key", "dlg_find", "dlg_put", "dlg_slot", "sent_by", "_relay",
     # ext/deleg.pxi: the delegation decision, once per new INVITE
     "decide", "_lowest", "dg_visited", "dg_parse_identity", "undo_delegation",
 }

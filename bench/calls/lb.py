@@ -76,11 +76,8 @@ class MemberBench(run.Bench):
 
     def stop(self) -> None:
         super().stop()
-        for m in self.members:
-            try:
-                m.stop()
-            except Exception as e:   # keep stopping the others
-                run.log(f"warning: {m.name}: {e}")
+        for err in run.stop_all(self.members):
+            run.log(f"warning: {err}")
 
     def run_rate(self, rate: int, duration: float, phase: str) -> dict:
         ticks0 = [run.tree_cpu_ticks([m.pid])[0] for m in self.members]

@@ -296,6 +296,20 @@ def _int(stat: dict[str, str], key: str) -> int:
         return 0
 
 
+def stop_all(procs: list[Proc | None]) -> list[str]:
+    """Stop every process given (None: never started), each even when one
+    before it failed to stop; the failures, "name: error"."""
+    errors = []
+    for proc in procs:
+        if proc is None:
+            continue
+        try:
+            proc.stop()
+        except Exception as e:      # keep stopping the others
+            errors.append(f"{proc.name}: {e}")
+    return errors
+
+
 def read_rtt(workdir: Path, pid: int) -> list[float]:
     """Per-call response times (ms) of rtd 1 from SIPp's -trace_rtt file."""
     out: list[float] = []
@@ -443,14 +457,7 @@ class Bench:
         log(f"proxy pid {self.proxy_proc.pid}, {len(tree)} process(es)")
 
     def stop(self) -> None:
-        errors = []
-        for proc in [self.proxy_proc, *self.callees]:
-            if proc is None:
-                continue
-            try:
-                proc.stop()
-            except Exception as e:      # keep stopping the others
-                errors.append(f"{proc.name}: {e}")
+        errors = stop_all([self.proxy_proc, *self.callees])
         if errors:
             log("warning: " + "; ".join(errors))
 

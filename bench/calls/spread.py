@@ -184,13 +184,8 @@ class Pool:
     def stop(self) -> dict[str, dict[str, int]]:
         """Stop everything; each member's stop-line counters."""
         out = {}
-        for proc in [self.front, *self.members, *self.callees]:
-            if proc is None:
-                continue
-            try:
-                proc.stop()
-            except Exception as e:     # keep stopping the others
-                run.log(f"warning: {proc.name}: {e}")
+        for err in run.stop_all([self.front, *self.members, *self.callees]):
+            run.log(f"warning: {err}")
         for i, m in enumerate(self.members):
             try:
                 out[f"m{i + 1}"] = stopped_counters(m.log_path.read_text(errors="replace"))

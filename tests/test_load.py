@@ -104,8 +104,7 @@ def test_cpu_sampler_reads_this_process():
 
 def test_workload_keeps_the_raw_counters_and_sums_listeners():
     w = Workload(100, 50, cpu_sampler=lambda: 0.1)
-    f = w.read([{"active_calls": 30, "pending": 5, "live_transactions": 40},
-                {"active_calls": 10, "pending": 20}])
+    f = w.read([(30, 5, 40), (10, 20, 0)])
     assert (f.calls, f.pending, f.capacity, f.pending_limit) == (40, 25, 100, 50)
     assert w.live_transactions == 40
     assert f.load == pytest.approx(0.5) and not w.full

@@ -174,8 +174,7 @@ class Delegation:
         (the compiled copy gets each listener's counters and the CPU share)."""
         # the three counters, not stats(): this runs every watch interval
         counts = [(p.active_calls, p.pending(), p.live_transactions) for p in self.proxies]
-        self.workload.update(sum(c[0] for c in counts), sum(c[1] for c in counts),
-                             sum(c[2] for c in counts))
+        self.workload.read(counts)
         if self.mirror is not None:
             self.mirror.set_cpu(self.workload.cpu)
             for i, (calls, pending, _) in enumerate(counts):

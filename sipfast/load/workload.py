@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 
@@ -124,14 +124,14 @@ class Workload:
             self.cpu = 0.0      # no /proc: the counters alone decide
         return self.figures()
 
-    def read(self, stats: Iterable[Mapping[str, int]]) -> LoadFigures:
-        """Sum ``active_calls``, ``pending`` and ``live_transactions`` over
-        the stats dicts of this process's proxies, then :meth:`update`."""
+    def read(self, counts: Iterable[tuple[int, int, int]]) -> LoadFigures:
+        """Sum (active_calls, pending, live_transactions) over this
+        process's proxies, then :meth:`update`."""
         calls = pending = live = 0
-        for s in stats:
-            calls += s.get("active_calls", 0)
-            pending += s.get("pending", 0)
-            live += s.get("live_transactions", 0)
+        for c, p, n in counts:
+            calls += c
+            pending += p
+            live += n
         return self.update(calls, pending, live)
 
     @property

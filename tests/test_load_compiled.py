@@ -43,6 +43,16 @@ def udp() -> socket.socket:
     return s
 
 
+def response(status: int, reason: str, req, to_tag: str = "") -> bytes:
+    """A response to parsed request req (its Vias, From, To with to_tag
+    added, Call-ID, CSeq), as the next hop sends it back."""
+    vias = "".join(f"Via: {v}\r\n" for v in req.vias)
+    tag = f";tag={to_tag}" if to_tag else ""
+    return (f"SIP/2.0 {status} {reason}\r\n{vias}From: {req.get('From')}\r\n"
+            f"To: {req.get('To')}{tag}\r\nCall-ID: {req.call_id}\r\n"
+            f"CSeq: {req.cseq} {req.cseq_method}\r\nContent-Length: 0\r\n\r\n").encode()
+
+
 def invite(visited_lines, max_forwards) -> bytes:
     extra = "".join(f"X-Sipfast-Visited: {v}\r\n" for v in visited_lines)
     mf = "" if max_forwards is None else f"Max-Forwards: {max_forwards}\r\n"
@@ -300,15 +310,8 @@ def test_a_delegated_invite_is_relayed_statelessly_with_a_derived_branch():
     assert b.startswith("z9hG4bK") and not b.startswith("z9hG4bKsf") and again.vias[0].branch == b
     assert [v.branch for v in first.vias[1:]] == ["z9hG4bKgen"]
     assert first.get("X-Sipfast-Visited") == f"sip:127.0.0.1:{fport}"
-
-    def answer(status: int, reason: str, req, to_tag: str = "") -> bytes:
-        vias = "".join(f"Via: {v}\r\n" for v in req.vias)
-        tag = f";tag={to_tag}" if to_tag else ""
-        return (f"SIP/2.0 {status} {reason}\r\n{vias}From: {req.get('From')}\r\n"
-                f"To: {req.get('To')}{tag}\r\nCall-ID: {req.call_id}\r\n"
-                f"CSeq: {req.cseq} {req.cseq_method}\r\nContent-Length: 0\r\n\r\n").encode()
-    peer.sendto(answer(100, "Trying", first), ("127.0.0.1", fport))
-    peer.sendto(answer(180, "Ringing", first, "d1"), ("127.0.0.1", fport))
+    peer.sendto(response(100, "Trying", first), ("127.0.0.1", fport))
+    peer.sendto(response(180, "Ringing", first, "d1"), ("127.0.0.1", fport))
     px.on_readable()
     trying = sipfast.parse(caller.recv(65535))
     assert trying.status == 100 and [v.branch for v in trying.vias] == ["z9hG4bKgen"]
@@ -321,7 +324,7 @@ def test_a_delegated_invite_is_relayed_statelessly_with_a_derived_branch():
     relayed = sipfast.parse(peer.recv(65535))
     assert relayed.method == "CANCEL" and relayed.vias[0].branch == b
     assert silent(caller)                   # the delegate answers the CANCEL, not us
-    peer.sendto(answer(487, "Request Terminated", first, "d1"), ("127.0.0.1", fport))
+    peer.sendto(response(487, "Request Terminated", first, "d1"), ("127.0.0.1", fport))
     px.on_readable()
     assert sipfast.parse(caller.recv(65535)).status == 487
     ack = cancel.replace(b"CANCEL sip:", b"ACK sip:").replace(b"CSeq: 1 CANCEL", b"CSeq: 1 ACK")
@@ -360,13 +363,9 @@ def test_a_cancel_after_a_long_ringing_still_reaches_the_delegate():
     caller.sendto(data, ("127.0.0.1", fport))
     px.on_readable()
     first = sipfast.parse(peer.recv(65535))
-    vias = "".join(f"Via: {v}\r\n" for v in first.vias)
 
     def answer(status: int, reason: str) -> None:
-        peer.sendto((f"SIP/2.0 {status} {reason}\r\n{vias}From: {first.get('From')}\r\n"
-                     f"To: {first.get('To')};tag=d1\r\nCall-ID: {first.call_id}\r\n"
-                     "CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n").encode(),
-                    ("127.0.0.1", fport))
+        peer.sendto(response(status, reason, first, "d1"), ("127.0.0.1", fport))
         px.on_readable()
         assert sipfast.parse(caller.recv(65535)).status == status
 
@@ -484,10 +483,7 @@ def test_a_dialog_request_for_another_proxy_is_forwarded_statelessly(delegating)
     b = got.vias[0].branch
     assert b.startswith("z9hG4bKsf") != delegating
     assert px.stats()["transactions"] == (0 if delegating else 1)
-    vias = "".join(f"Via: {v}\r\n" for v in got.vias)
-    peer.sendto((f"SIP/2.0 200 OK\r\n{vias}From: {got.get('From')}\r\nTo: {got.get('To')}\r\n"
-                 "Call-ID: dlg-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n").encode(),
-                ("127.0.0.1", fport))
+    peer.sendto(response(200, "OK", got), ("127.0.0.1", fport))
     px.on_readable()
     ok = sipfast.parse(caller.recv(65535))
     assert ok.status == 200 and [v.branch for v in ok.vias] == ["z9hG4bKbye1"]
